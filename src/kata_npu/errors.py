@@ -1,0 +1,91 @@
+"""Errors that the CLI turns into one line and a distinct exit code.
+
+Exit codes are part of the interface: scripts branch on them.
+"""
+
+from __future__ import annotations
+
+
+class KataNpuError(Exception):
+    """Base of every error meant for the user (never shown with a traceback)."""
+
+    exit_code = 1
+    kind = "error"
+
+
+class BadAddressError(KataNpuError):
+    exit_code = 3
+    kind = "bad-address"
+
+
+class NoSuchDeviceError(KataNpuError):
+    exit_code = 3
+    kind = "no-such-device"
+
+
+class RefusedError(KataNpuError):
+    """The request is well formed but unsafe or impossible (host-critical device, bridge, not viable)."""
+
+    exit_code = 4
+    kind = "refused"
+
+
+class NoIommuError(KataNpuError):
+    exit_code = 5
+    kind = "no-iommu"
+
+
+class VfioMissingError(KataNpuError):
+    exit_code = 6
+    kind = "vfio-missing"
+
+
+class PermissionDeniedError(KataNpuError):
+    exit_code = 7
+    kind = "permission"
+
+
+class JournalError(KataNpuError):
+    exit_code = 8
+    kind = "journal"
+
+
+class LockTimeoutError(KataNpuError):
+    exit_code = 9
+    kind = "locked"
+
+
+class BindFailedError(KataNpuError):
+    """Applying a plan failed; every touched function was restored."""
+
+    exit_code = 10
+    kind = "bind-failed"
+
+
+class RollbackFailedError(KataNpuError):
+    """Applying failed and restoring failed too: a human must look."""
+
+    exit_code = 11
+    kind = "rollback-failed"
+
+
+class ConfigError(KataNpuError):
+    exit_code = 12
+    kind = "config"
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected error",
+    2: "usage error (bad flags)",
+    3: "malformed PCI address or no such device",
+    4: "refused: host-critical device, bridge, or group that cannot be made viable",
+    5: "no IOMMU enabled",
+    6: "vfio modules missing",
+    7: "not permitted (run as root)",
+    8: "journal unreadable or corrupt",
+    9: "another kata-npu run holds the lock",
+    10: "bind/unbind failed; every touched function was restored",
+    11: "rollback failed; device state needs attention",
+    12: "configuration error",
+}

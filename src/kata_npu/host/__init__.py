@@ -1,0 +1,1 @@
+"""Host side: discover PCI accelerators and hand them to vfio-pci."""

@@ -1,0 +1,64 @@
+"""What `kata-npu list` and `groups` report: plain rows built from sysfs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .catalogue import Catalogue, DeviceModel
+from .model import IommuGroup, PciFunction
+from .paths import HostPaths
+from . import sysfs
+
+
+@dataclass(frozen=True)
+class Row:
+    function: PciFunction
+    model: DeviceModel | None
+    vfio_node: str | None
+
+    def to_json(self) -> dict:
+        f = self.function
+        return {
+            "address": str(f.address),
+            "ids": f.ids,
+            "class": f"{f.class_code:06x}",
+            "model": self.model.model if self.model else None,
+            "vendor_name": self.model.vendor_name if self.model else None,
+            "driver": f.driver,
+            "driver_override": f.driver_override,
+            "iommu_group": f.iommu_group,
+            "vfio_node": self.vfio_node,
+            "iommufd_node": f"/dev/vfio/devices/{f.vfio_dev}" if f.vfio_dev else None,
+            "numa_node": f.numa_node,
+            "physfn": str(f.physfn) if f.physfn else None,
+            "sriov_numvfs": f.sriov_numvfs,
+            "largest_bar": f.largest_bar,
+            "bridge": f.is_bridge,
+        }
+
+
+def vfio_node_for(paths: HostPaths, f: PciFunction) -> str | None:
+    """The group node is only handed out while the function is on a VFIO driver."""
+    if f.iommu_group is None or not f.on_vfio:
+        return None
+    node = sysfs.vfio_group_node(paths, f.iommu_group)
+    return paths.strip(node) if node.exists() else None
+
+
+def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False) -> list[Row]:
+    rows = []
+    vendors = catalogue.vendors
+    for addr in sysfs.list_addresses(paths):
+        ids = sysfs.read_ids(paths, addr)
+        if not all_functions and ids.vendor not in vendors:
+            continue  # cheap reject: most functions are not accelerators
+        model = catalogue.lookup(ids.vendor, ids.device, ids.class_code)
+        if model is None and not all_functions:
+            continue
+        f = sysfs.read_function(paths, addr, ids)
+        rows.append(Row(f, model, vfio_node_for(paths, f)))
+    return rows
+
+
+def list_group_objects(paths: HostPaths) -> list[IommuGroup]:
+    return [sysfs.read_group(paths, n) for n in sysfs.list_groups(paths)]

@@ -1,0 +1,96 @@
+"""Every host path the tool touches, under one configurable root.
+
+The same code runs against a fake tree (tests), a QEMU guest, and a real
+host; only ``root`` differs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_ENV = "KATA_NPU_ROOT"
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    root: Path = Path("/")
+
+    @classmethod
+    def from_root(cls, root: str | os.PathLike[str] | None = None) -> "HostPaths":
+        value = root if root not in (None, "") else os.environ.get(ROOT_ENV) or "/"
+        return cls(Path(value))
+
+    @property
+    def is_real(self) -> bool:
+        return self.root == Path("/")
+
+    def _p(self, rel: str) -> Path:
+        return self.root / rel
+
+    @property
+    def sys(self) -> Path:
+        return self._p("sys")
+
+    @property
+    def dev(self) -> Path:
+        return self._p("dev")
+
+    @property
+    def proc(self) -> Path:
+        return self._p("proc")
+
+    @property
+    def run(self) -> Path:
+        return self._p("run")
+
+    @property
+    def etc(self) -> Path:
+        return self._p("etc")
+
+    @property
+    def var_lib(self) -> Path:
+        return self._p("var/lib")
+
+    @property
+    def pci_devices(self) -> Path:
+        return self._p("sys/bus/pci/devices")
+
+    @property
+    def pci_drivers(self) -> Path:
+        return self._p("sys/bus/pci/drivers")
+
+    @property
+    def drivers_probe(self) -> Path:
+        return self._p("sys/bus/pci/drivers_probe")
+
+    @property
+    def iommu_groups(self) -> Path:
+        return self._p("sys/kernel/iommu_groups")
+
+    @property
+    def vfio_dev(self) -> Path:
+        return self._p("dev/vfio")
+
+    @property
+    def state_dir(self) -> Path:
+        return self._p("var/lib/kata-npu")
+
+    @property
+    def run_dir(self) -> Path:
+        return self._p("run/kata-npu")
+
+    @property
+    def config_dir(self) -> Path:
+        return self._p("etc/kata-npu")
+
+    def modules_dir(self, release: str | None = None) -> Path:
+        return self._p("lib/modules") / (release or os.uname().release)
+
+    def strip(self, path: Path) -> str:
+        """Host-absolute form of a path under root, for messages."""
+        try:
+            return "/" + str(Path(path).relative_to(self.root))
+        except ValueError:
+            return str(path)

@@ -1,0 +1,41 @@
+"""Human (rich) and machine (JSON) output; rich is imported only for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*("-" if v is None or v == "" else str(v) for v in r))
+    Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(t)
+
+
+def say(msg: str = "") -> None:
+    sys.stdout.write(msg + "\n")
+
+
+def warn(msg: str) -> None:
+    sys.stderr.write(f"kata-npu: warning: {msg}\n")
+
+
+def human_size(n: int | None) -> str:
+    if not n:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
