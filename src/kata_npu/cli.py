@@ -1,0 +1,90 @@
+"""`kata-npu`: the command line. Thin: parsing and printing; the work is in host/ and friends."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Optional
+
+from .errors import KataNpuError, PermissionDeniedError
+
+FAST_LIST_FLAGS = {"--json", "--all", "-a"}
+
+
+def _fast_list(argv: list[str]) -> int | None:
+    """`list --json` without importing typer/rich: it is what scripts and agents poll."""
+    root = None
+    args = list(argv)
+    while args and args[0].startswith("--root"):
+        if args[0] == "--root" and len(args) > 1:
+            root = args[1]
+            args = args[2:]
+        elif args[0].startswith("--root="):
+            root = args[0].split("=", 1)[1]
+            args = args[1:]
+        else:
+            return None
+    if not args or args[0] != "list" or "--json" not in args[1:] or not set(args[1:]) <= FAST_LIST_FLAGS:
+        return None
+    from .host.catalogue import load_catalogue
+    from .host.listing import list_rows
+    from .host.paths import HostPaths
+
+    paths = HostPaths.from_root(root)
+    rows = list_rows(paths, load_catalogue(paths), all_functions=bool({"--all", "-a"} & set(args)))
+    sys.stdout.write(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
+    return 0
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return "--json" in argv
+
+
+def run(argv: list[str] | None = None, kernel: Any = None) -> int:
+    """Entry point for main() and tests: returns the exit code, never raises a user error."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        fast = _fast_list(argv)
+        if fast is not None:
+            return fast
+        import typer
+
+        try:  # newer typer vendors its own click
+            from typer._click.exceptions import ClickException
+        except ImportError:  # pragma: no cover - older typer on real click
+            from click.exceptions import ClickException
+
+        from .commands import app
+
+        try:
+            rv = app(args=argv, prog_name="kata-npu", standalone_mode=False, obj={"kernel": kernel})
+        except typer.Exit as e:
+            return e.exit_code
+        except ClickException as e:
+            e.show()
+            return e.exit_code
+        except typer.Abort:
+            sys.stderr.write("kata-npu: aborted\n")
+            return 130
+        return rv if isinstance(rv, int) else 0
+    except KataNpuError as e:
+        if _wants_json(argv):
+            sys.stdout.write(json.dumps({"ok": False, "error": e.kind, "exit_code": e.exit_code, "message": str(e)}) + "\n")
+        sys.stderr.write(f"kata-npu: error: {e}\n")
+        return e.exit_code
+    except PermissionError as e:
+        err = PermissionDeniedError(f"permission denied: {e.filename or e}: run as root")
+        sys.stderr.write(f"kata-npu: error: {err}\n")
+        return err.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("kata-npu: interrupted\n")
+        return 130
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""Typer commands of `kata-npu` (imported only when not on the fast `list --json` path)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import List, Optional
+
+import typer
+
+from . import output
+from .errors import BadAddressError, KataNpuError, PermissionDeniedError
+from .host import sysfs
+from .host.address import PciAddress
+from .host.binder import Binder, Outcome
+from .host.catalogue import load_catalogue
+from .host.kernel import RealKernel
+from .host.listing import list_group_objects, list_rows
+from .host.paths import ROOT_ENV, HostPaths
+from .host.plan import Plan
+
+app = typer.Typer(
+    name="kata-npu",
+    help="Pass NPUs (Huawei Ascend first, any PCI accelerator by table) into Kata Containers VMs via VFIO.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("kata_npu")
+
+
+class Ctx:
+    def __init__(self, root: Optional[str], kernel, verbose: bool):
+        self.paths = HostPaths.from_root(root)
+        self.kernel = kernel or RealKernel()
+        self.verbose = verbose
+        self._catalogue = None
+
+    @property
+    def catalogue(self):
+        if self._catalogue is None:
+            self._catalogue = load_catalogue(self.paths)
+        return self._catalogue
+
+    def binder(self, **kw) -> Binder:
+        return Binder(self.paths, self.kernel, self.catalogue, log=self.info, **kw)
+
+    def info(self, msg: str) -> None:
+        if self.verbose:
+            sys.stderr.write(f"kata-npu: {msg}\n")
+        log.info(msg)
+
+    def require_root(self, what: str) -> None:
+        if self.paths.is_real and os.geteuid() != 0:
+            raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    root: Optional[str] = typer.Option(None, "--root", envvar=ROOT_ENV, help="Prefix for every host path (/sys, /dev, /proc, /run, /var/lib, /etc); for test trees."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each step to stderr."),
+) -> None:
+    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
+    ctx.obj = Ctx(root, obj.get("kernel"), verbose)
+
+
+def _parse_addresses(values: List[str]) -> list[PciAddress]:
+    out = []
+    for v in values:
+        a = PciAddress.parse(v)
+        if a not in out:
+            out.append(a)
+    return out
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", "-a", help="Every PCI function, not only known accelerators."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List accelerators (or --all functions): ids, model, driver, IOMMU group, /dev/vfio node, NUMA."""
+    c: Ctx = ctx.obj
+    rows = list_rows(c.paths, c.catalogue, all_functions=all_)
+    if as_json:
+        output.emit_json([r.to_json() for r in rows])
+        return
+    if not rows:
+        output.say("no accelerators found" + ("" if all_ else " (kata-npu list --all shows every PCI function)"))
+        return
+    output.table(
+        None,
+        ["ADDRESS", "IDS", "MODEL", "DRIVER", "GROUP", "VFIO", "NUMA", "LARGEST BAR"],
+        [
+            (str(r.function.address), r.function.ids, r.model.model if r.model else ("bridge" if r.function.is_bridge else ""),
+             r.function.driver, r.function.iommu_group, r.vfio_node, r.function.numa_node,
+             output.human_size(r.function.largest_bar))
+            for r in rows
+        ],
+    )
+
+
+@app.command("groups")
+def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Each IOMMU group, its members, and whether VFIO can use it right now."""
+    c: Ctx = ctx.obj
+    groups = list_group_objects(c.paths)
+    if as_json:
+        output.emit_json([g.to_json() for g in groups])
+        return
+    if not groups and not sysfs.iommu_enabled(c.paths):
+        from .host.binder import NO_IOMMU_HELP
+
+        output.say(NO_IOMMU_HELP)
+        return
+    rows = []
+    for g in groups:
+        members = ", ".join(f"{m.address} {m.ids} {m.driver or '-'}{' [bridge]' if m.is_bridge else ''}" for m in g.members)
+        verdict = "ready" if g.viable and g.all_endpoints_on_vfio else "viable" if g.viable else "not viable: " + "; ".join(
+            f"{m.address} {r}" for m, r in g.blockers())
+        rows.append((g.number, verdict, members))
+    output.table(None, ["GROUP", "VFIO", "MEMBERS"], rows)
+
+
+def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str]) -> list[PciAddress]:
+    chosen = _parse_addresses(addresses)
+    if all_ or model:
+        rows = list_rows(c.paths, c.catalogue)
+        if model:
+            wanted = {m for m in c.catalogue.find_model(model)}
+            if not wanted:
+                names = sorted({m.model for m in c.catalogue.models})
+                raise BadAddressError(f"unknown model {model!r}; known: {', '.join(names)}")
+            rows = [r for r in rows if r.model in wanted]
+        chosen += [r.function.address for r in rows if r.function.address not in chosen]
+        if not chosen:
+            raise KataNpuError("no matching accelerators found on this host (see kata-npu list --all)")
+    if not chosen:
+        raise BadAddressError("name at least one PCI address, or --all / --model")
+    return chosen
+
+
+def _print_plan(plan: Plan, as_json: bool) -> None:
+    if as_json:
+        output.emit_json({"ok": True, "dry_run": True, "plan": plan.to_json()})
+        return
+    for g in plan.groups:
+        output.say(f"IOMMU group {g.group} (/dev/vfio/{g.group}):")
+        for s in g.steps:
+            if s.action == "keep":
+                output.say(f"  {s.address}: already on {s.current_driver}, nothing to do")
+            elif s.action == "rebind":
+                output.say(f"  {s.address}: record {s.current_driver or 'no driver'}; driver_override={s.target_driver}; "
+                           f"unbind from {s.current_driver or '-'}; drivers_probe; verify {s.target_driver}")
+            else:
+                output.say(f"  {s.address}: clear driver_override; unbind from {s.current_driver or '-'}; "
+                           + ("reprobe (kernel default)" if s.kernel_default else f"bind {s.target_driver or '(stays unbound)'}"))
+        for b in g.bridges:
+            output.say(f"  {b}: bridge, left as it is")
+        for f in g.forced:
+            output.say(f"  FORCED: {f.address}: {f.reason}")
+    for n in plan.notes:
+        output.say(f"note: {n}")
+    output.say("dry run: nothing was changed")
+
+
+def _print_outcome(out: Outcome, as_json: bool) -> None:
+    if as_json:
+        output.emit_json(out.to_json())
+        return
+    if out.recovered:
+        output.say(f"recovered: {out.recovered}")
+    for n in out.notes:
+        output.say(f"note: {n}")
+    for g in out.groups:
+        if out.op == "bind":
+            output.say(f"IOMMU group {g.group}: {g.vfio_node}")
+            for f in g.functions:
+                output.say(f"  {f['address']}: {f['driver']} (was {f.get('original_driver') or 'unrecorded'})")
+            for n in g.iommufd_nodes:
+                output.say(f"  iommufd: {n}")
+        else:
+            output.say(f"IOMMU group {g.group} restored:")
+            for f in g.functions:
+                output.say(f"  {f['address']}: {f['driver'] or 'no driver'}")
+    cmd = out.ctr_command()
+    if cmd:
+        output.say("run with: " + cmd)
+    if out.changed == 0:
+        output.say("nothing to change" if out.op == "bind" else "nothing to restore")
+
+
+@app.command("bind")
+def bind_cmd(
+    ctx: typer.Context,
+    addresses: List[str] = typer.Argument(None, help="PCI addresses (DDDD:BB:SS.F or BB:SS.F)."),
+    all_: bool = typer.Option(False, "--all", help="Every accelerator in the catalogue found on this host."),
+    model: Optional[str] = typer.Option(None, "--model", help="Every accelerator of this model (e.g. 910B)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, change nothing."),
+    force: bool = typer.Option(False, "--force", help="Take devices the host is using where that is recoverable (an up NIC, the boot VGA)."),
+    unbind_timeout: float = typer.Option(10.0, "--unbind-timeout", help="Seconds before a hung unbind is reported."),
+    node_timeout: float = typer.Option(10.0, "--node-timeout", help="Seconds to wait for /dev/vfio/N."),
+    lock_timeout: float = typer.Option(30.0, "--lock-timeout", help="Seconds to wait for another kata-npu run."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
+    c: Ctx = ctx.obj
+    chosen = _select_for_bind(c, addresses or [], all_, model)
+    b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout)
+    if dry_run:
+        _print_plan(b.plan_bind(chosen, force), as_json)
+        return
+    c.require_root("bind")
+    with b.locked():
+        recovered = b.recover()
+        plan = b.plan_bind(chosen, force)
+        for g in plan.groups:
+            for f in g.forced:
+                output.warn(f"--force: taking {f.address} although {f.reason}")
+        out = b.bind(plan)
+    out.recovered = recovered
+    _print_outcome(out, as_json)
+
+
+@app.command("unbind")
+def unbind_cmd(
+    ctx: typer.Context,
+    addresses: List[str] = typer.Argument(None, help="PCI addresses; their whole IOMMU groups are restored."),
+    all_: bool = typer.Option(False, "--all", help="Everything kata-npu bound (from the journal)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n"),
+    lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Give functions back to their original drivers (from the journal; kernel default without a record)."""
+    c: Ctx = ctx.obj
+    b = c.binder(lock_timeout=lock_timeout)
+    chosen = _parse_addresses(addresses or [])
+    if all_:
+        chosen += [a for a in b.recorded_addresses() if a not in chosen]
+        if not chosen:
+            _print_outcome(Outcome("unbind"), as_json)
+            return
+    if not chosen:
+        raise BadAddressError("name at least one PCI address, or --all")
+    if dry_run:
+        _print_plan(b.plan_unbind(chosen), as_json)
+        return
+    c.require_root("unbind")
+    with b.locked():
+        recovered = b.recover()
+        out = b.unbind(b.plan_unbind(chosen))
+    out.recovered = recovered
+    _print_outcome(out, as_json)
+
+
+@app.command("recover")
+def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Finish or roll back a transaction that a crashed run left in the journal."""
+    c: Ctx = ctx.obj
+    c.require_root("recover")
+    b = c.binder()
+    with b.locked():
+        msg = b.recover()
+    if as_json:
+        output.emit_json({"ok": True, "recovered": msg})
+    else:
+        output.say(msg or "nothing to recover")
+
+
+@app.command("status")
+def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """What kata-npu has bound (from the journal) and whether the kernel agrees."""
+    c: Ctx = ctx.obj
+    b = c.binder()
+    state = b.journal.load()
+    rows = []
+    for addr, rec in sorted(state.devices.items()):
+        a = PciAddress.parse(addr)
+        present = sysfs.device_dir(c.paths, a).exists()
+        f = sysfs.read_function(c.paths, a) if present else None
+        node = None
+        if f and f.iommu_group is not None and f.on_vfio:
+            p = sysfs.vfio_group_node(c.paths, f.iommu_group)
+            node = c.paths.strip(p) if p.exists() else None
+        ok = bool(f and f.on_vfio and node)
+        rows.append({
+            "address": addr, "original_driver": rec.get("original_driver"), "driver": f.driver if f else None,
+            "iommu_group": f.iommu_group if f else None, "vfio_node": node,
+            "state": "bound" if ok else "missing" if not present else "drifted",
+        })
+    tx = state.transaction
+    pending = {"op": tx.op, "id": tx.id, "pid": tx.pid, "functions": len(tx.functions)} if tx else None
+    if as_json:
+        output.emit_json({"devices": rows, "interrupted_transaction": pending})
+        return
+    if pending:
+        output.warn(f"interrupted {tx.op} transaction {tx.id} (pid {tx.pid}): run `kata-npu recover`")
+    if not rows:
+        output.say("kata-npu has bound nothing")
+        return
+    output.table(None, ["ADDRESS", "ORIGINAL", "NOW", "GROUP", "VFIO", "STATE"],
+                 [(r["address"], r["original_driver"], r["driver"], r["iommu_group"], r["vfio_node"], r["state"]) for r in rows])
+
+
+@app.command("exit-codes", hidden=False)
+def exit_codes_cmd() -> None:
+    """Print the meaning of each exit code."""
+    from .errors import EXIT_CODES
+
+    for code, text in EXIT_CODES.items():
+        output.say(f"{code:3d}  {text}")
+
+
+# Sub-commands from other parts of the product register here.

@@ -1,0 +1,393 @@
+"""Apply bind/unbind plans step by step, journalled, with rollback.
+
+Order per function (bind): journal the original driver -> driver_override
+-> unbind from the host driver (in a child, with a deadline) ->
+drivers_probe -> verify the ``driver`` link, because drivers_probe reports
+success even when nothing bound. After each group: wait for a stable
+/dev/vfio/N and recheck viability. Any failure restores every touched
+function, in reverse order, to its recorded driver.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import (
+    BindFailedError,
+    KataNpuError,
+    NoIommuError,
+    RollbackFailedError,
+)
+from . import sysfs
+from .address import PciAddress
+from .catalogue import Catalogue
+from .journal import Journal, State, Transaction, TxFunction, host_lock
+from .kernel import DeadlineExceeded, Kernel, run_with_deadline
+from .model import IommuGroup
+from .paths import HostPaths
+from .plan import Plan, plan_bind, plan_unbind
+from .usage import group_in_use, host_usage
+from .vfio import VfioDriver, choose_driver, ensure_loaded, wait_for_char_device
+
+CRASH_ENV = "KATA_NPU_TEST_CRASH_AT"  # test-only: "<phase>:<n>" SIGKILLs us there
+KATA_RUNTIME = "io.containerd.kata.v2"
+
+NO_IOMMU_HELP = (
+    "no IOMMU groups under /sys/kernel/iommu_groups: the IOMMU is off. Enable it: Intel: add intel_iommu=on "
+    "(and iommu=pt) to the kernel command line; AMD: on by default, check amd_iommu is not off and IOMMU/SVM is "
+    "enabled in firmware; Arm: enable the SMMU in firmware (ACPI IORT). Then reboot. `kata-npu doctor` checks it."
+)
+
+
+class StepError(Exception):
+    """One step of a plan failed; the message names the function and the step."""
+
+
+@dataclass
+class GroupResult:
+    group: int
+    vfio_node: str | None
+    iommufd_nodes: list[str]
+    functions: list[dict]
+
+    @property
+    def ctr_args(self) -> list[str]:
+        return ["--device", self.vfio_node] if self.vfio_node else []
+
+    def to_json(self) -> dict:
+        return {"group": self.group, "vfio_node": self.vfio_node, "iommufd_nodes": self.iommufd_nodes,
+                "functions": self.functions, "ctr_args": self.ctr_args}
+
+
+@dataclass
+class Outcome:
+    op: str
+    groups: list[GroupResult] = field(default_factory=list)
+    changed: int = 0
+    recovered: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def ctr_command(self) -> str | None:
+        devs = [a for g in self.groups for a in g.ctr_args]
+        if not devs:
+            return None
+        return "ctr run --runtime " + KATA_RUNTIME + " " + " ".join(devs) + " <image> <container-id>"
+
+    def to_json(self) -> dict:
+        return {"ok": True, "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,
+                "groups": [g.to_json() for g in self.groups], "ctr_command": self.ctr_command(),
+                "notes": self.notes}
+
+
+@dataclass
+class Binder:
+    paths: HostPaths
+    kernel: Kernel
+    catalogue: Catalogue
+    unbind_timeout: float = 10.0
+    probe_timeout: float = 30.0
+    node_timeout: float = 10.0
+    lock_timeout: float = 30.0
+    log: Callable[[str], None] = lambda msg: None
+
+    def __post_init__(self) -> None:
+        self.journal = Journal(self.paths)
+
+    # ---------------------------------------------------------------- snapshot & plan
+    def _groups_for(self, addresses: list[PciAddress]) -> list[tuple[IommuGroup, set[PciAddress]]]:
+        if not sysfs.iommu_enabled(self.paths):
+            raise NoIommuError(NO_IOMMU_HELP)
+        by_group: dict[int, set[PciAddress]] = {}
+        for a in addresses:
+            sysfs.require(self.paths, a)
+            n = sysfs.group_number(self.paths, a)
+            if n is None:
+                raise NoIommuError(f"{a} has no IOMMU group (iommu_group link missing): {NO_IOMMU_HELP}")
+            by_group.setdefault(n, set()).add(a)
+        return [(sysfs.read_group(self.paths, n), req) for n, req in sorted(by_group.items())]
+
+    def plan_bind(self, addresses: list[PciAddress], force: bool = False) -> Plan:
+        groups = self._groups_for(addresses)
+        findings = {g.number: [x for m in g.members for x in host_usage(self.paths, m, self.catalogue)] for g, _ in groups}
+        targets: dict[PciAddress, tuple[str, str]] = {}
+        for g, _ in groups:
+            for m in g.endpoints:
+                d = choose_driver(self.paths, m.address)
+                targets[m.address] = (d.module, d.driver)
+        return plan_bind(groups, findings, targets, force)
+
+    def plan_unbind(self, addresses: list[PciAddress]) -> Plan:
+        state = self.journal.load()
+        groups = self._groups_for(addresses)
+        holders = {g.number: group_in_use(self.paths, g.number) for g, _ in groups}
+        return plan_unbind(groups, state.devices, holders)
+
+    def recorded_addresses(self) -> list[PciAddress]:
+        return sorted(PciAddress.parse(a) for a in self.journal.load().devices)
+
+    # ---------------------------------------------------------------- primitives
+    def _dev(self, addr: str):
+        return self.paths.pci_devices / addr
+
+    def _driver(self, addr: str) -> str | None:
+        return sysfs._link_name(self._dev(addr) / "driver")
+
+    def _crash_point(self, phase: str, index: int) -> None:
+        if os.environ.get(CRASH_ENV) == f"{phase}:{index}":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _deadline_write(self, path, data: str, seconds: float, what: str) -> None:
+        try:
+            run_with_deadline(lambda: self.kernel.write(path, data), seconds, what)
+        except DeadlineExceeded as e:
+            raise StepError(f"{e}: the driver is stuck; a reboot may be needed to free it") from None
+        except OSError as e:
+            raise StepError(f"{what} failed: {os.strerror(e.errno) if e.errno else e}") from None
+
+    def _write(self, path, data: str, what: str) -> None:
+        try:
+            self.kernel.write(path, data)
+        except OSError as e:
+            raise StepError(f"{what} failed: {os.strerror(e.errno) if e.errno else e}") from None
+
+    def _wait_driver(self, addr: str, want: str | None, seconds: float = 1.0) -> str | None:
+        end = time.monotonic() + seconds
+        while True:
+            cur = self._driver(addr)
+            if cur == want or time.monotonic() >= end:
+                return cur
+            time.sleep(0.01)
+
+    def _unbind_current(self, addr: str, cur: str) -> None:
+        self._deadline_write(self.paths.pci_drivers / cur / "unbind", addr, self.unbind_timeout,
+                             f"unbind {addr} from {cur}")
+
+    def _probe(self, addr: str) -> None:
+        self._deadline_write(self.paths.drivers_probe, addr, self.probe_timeout, f"drivers_probe {addr}")
+
+    # ---------------------------------------------------------------- bind one / restore one
+    def _bind_one(self, tf: TxFunction, state: State, index: int) -> None:
+        addr = tf.address
+        self._write(self._dev(addr) / "driver_override", tf.target_driver, f"write driver_override of {addr}")
+        self._advance(tf, "override", state, index)
+        cur = self._driver(addr)
+        if cur and cur != tf.target_driver:
+            self._unbind_current(addr, cur)
+        self._advance(tf, "unbound", state, index)
+        if self._driver(addr) != tf.target_driver:
+            self._probe(addr)
+        self._advance(tf, "probed", state, index)
+        got = self._wait_driver(addr, tf.target_driver)
+        if got != tf.target_driver:
+            raise StepError(
+                f"drivers_probe reported success but {addr} is bound to {got or 'no driver'}, not {tf.target_driver}"
+            )
+        self._advance(tf, "verified", state, index)
+
+    def _advance(self, tf: TxFunction, phase: str, state: State, index: int) -> None:
+        tf.phase = phase
+        self.journal.save(state)
+        self._crash_point(phase, index)
+
+    def restore_one(self, tf: TxFunction) -> str | None:
+        """Bring one function back to its recorded driver and override. Idempotent."""
+        addr = tf.address
+        if not self._dev(addr).exists():
+            raise StepError(f"{addr} disappeared from sysfs (hot-removed?)")
+        self._write(self._dev(addr) / "driver_override", tf.original_override or "\n",
+                    f"restore driver_override of {addr}")
+        want = tf.original_driver
+        cur = self._driver(addr)
+        if cur is not None and cur == want:
+            return cur
+        if cur is not None:
+            self._unbind_current(addr, cur)
+        if want is None:
+            if tf.kernel_default:
+                self._probe(addr)
+                return self._driver(addr)  # whatever the kernel picked
+            return None
+        if not (self.paths.pci_drivers / want).is_dir():
+            module = tf.original_module or want.replace("-", "_")
+            try:
+                self.kernel.load_module(module)
+            except KataNpuError as e:
+                raise StepError(f"cannot load {module} to give {addr} back to {want}: {e}") from None
+        try:
+            self._deadline_write(self.paths.pci_drivers / want / "bind", addr, self.probe_timeout,
+                                 f"bind {addr} to {want}")
+        except StepError:
+            if self._driver(addr) is None:
+                self._probe(addr)  # the kernel's own matching may still succeed
+        got = self._wait_driver(addr, want)
+        if got != want:
+            raise StepError(f"{addr} did not return to {want} (driver now: {got or 'none'})")
+        return got
+
+    def _rollback(self, tx: Transaction, state: State, reverse: bool = True) -> list[str]:
+        failures = []
+        for tf in reversed(tx.functions) if reverse else tx.functions:
+            try:
+                self.restore_one(tf)
+                self.log(f"restored {tf.address} to {tf.original_driver or 'no driver'}")
+            except StepError as e:
+                failures.append(str(e))
+        return failures
+
+    # ---------------------------------------------------------------- recovery
+    def recover(self) -> str | None:
+        """Finish or undo a transaction a crashed run left behind. Caller holds the lock."""
+        state = self.journal.load()
+        tx = state.transaction
+        if tx is None:
+            return None
+        self.log(f"found interrupted {tx.op} transaction {tx.id} of pid {tx.pid}; recovering")
+        if tx.op == "bind":
+            failures = self._rollback(tx, state, reverse=True)
+            verb = "rolled back"
+        else:
+            failures = self._rollback(tx, state, reverse=False)
+            verb = "completed"
+            if not failures:
+                for tf in tx.functions:
+                    state.devices.pop(tf.address, None)
+        if failures:
+            raise RollbackFailedError(
+                f"interrupted {tx.op} {tx.id} could not be {verb}: " + "; ".join(failures)
+                + f" (journal kept at {self.paths.strip(self.journal.path)})"
+            )
+        state.transaction = None
+        self.journal.save(state)
+        return f"{verb} interrupted {tx.op} of {len(tx.functions)} function(s) left by pid {tx.pid}"
+
+    # ---------------------------------------------------------------- apply
+    def _group_result(self, number: int) -> GroupResult:
+        g = sysfs.read_group(self.paths, number)
+        node = sysfs.vfio_group_node(self.paths, number)
+        iommufd = [f"/dev/vfio/devices/{m.vfio_dev}" for m in g.endpoints if m.vfio_dev]
+        state = self.journal.load()
+        fns = [
+            {"address": str(m.address), "driver": m.driver,
+             "original_driver": (state.devices.get(str(m.address)) or {}).get("original_driver")}
+            for m in g.endpoints
+        ]
+        on = g.all_endpoints_on_vfio and node.exists()
+        return GroupResult(number, self.paths.strip(node) if on else None, iommufd if on else [], fns)
+
+    def bind(self, plan: Plan) -> Outcome:
+        out = Outcome("bind")
+        state = self.journal.load()
+        modules: dict[str, str] = {}
+        for s in plan.changes:
+            modules.setdefault(s.target_module or "vfio_pci", s.target_driver or "vfio-pci")
+        loaded = {m: ensure_loaded(self.paths, self.kernel, VfioDriver(m, d)).driver for m, d in modules.items()}
+        fns = []
+        for s in plan.changes:
+            target = loaded.get(s.target_module or "vfio_pci", s.target_driver)
+            fns.append(TxFunction(str(s.address), s.current_driver, s.current_override,
+                                  _module_of(self.paths, s.current_driver), target, target))
+        if not fns:
+            for g in plan.groups:
+                self._finish_group(g.group)
+            out.groups = [self._group_result(g.group) for g in plan.groups]
+            return out
+        tx = self.journal.new_transaction("bind", fns)
+        state.transaction = tx
+        self.journal.save(state)
+        self._crash_point("recorded", 0)
+        by_addr = {tf.address: (i, tf) for i, tf in enumerate(fns)}
+        try:
+            for g in plan.groups:
+                for s in g.changes:
+                    i, tf = by_addr[str(s.address)]
+                    self.log(f"{tf.address}: {tf.original_driver or 'no driver'} -> {tf.target_driver}")
+                    self._bind_one(tf, state, i)
+                self._finish_group(g.group)
+        except (StepError, KataNpuError) as e:
+            failures = self._rollback(tx, state)
+            if failures:
+                raise RollbackFailedError(
+                    f"bind failed: {e}; rollback also failed: " + "; ".join(failures)
+                    + f" (journal kept at {self.paths.strip(self.journal.path)}; rerun to retry)"
+                ) from None
+            state.transaction = None
+            self.journal.save(state)
+            raise BindFailedError(
+                f"bind failed: {e}; restored {len(fns)} function(s) to their original drivers"
+            ) from None
+        now = time.time()
+        for s in plan.changes:
+            tf = by_addr[str(s.address)][1]
+            state.devices[tf.address] = {
+                "original_driver": tf.original_driver, "original_override": tf.original_override,
+                "original_module": tf.original_module, "bound_driver": tf.target_driver,
+                "requested": s.requested, "bound_at": now,
+            }
+        state.transaction = None
+        self.journal.save(state)
+        out.changed = len(fns)
+        out.groups = [self._group_result(g.group) for g in plan.groups]
+        return out
+
+    def _finish_group(self, number: int) -> None:
+        node = sysfs.vfio_group_node(self.paths, number)
+        if not wait_for_char_device(node, self.node_timeout, use_udev=self.paths.is_real):
+            raise StepError(f"{self.paths.strip(node)} did not appear as a character device within {self.node_timeout:g}s")
+        g = sysfs.read_group(self.paths, number)
+        if not g.viable:
+            raise StepError(f"IOMMU group {number} is still not viable: "
+                            + "; ".join(f"{m.address} {r}" for m, r in g.blockers()))
+        if not g.all_endpoints_on_vfio:
+            left = [str(m.address) for m in g.endpoints if not m.on_vfio]
+            raise StepError(f"IOMMU group {number}: {', '.join(left)} not on a VFIO driver")
+
+    def unbind(self, plan: Plan) -> Outcome:
+        out = Outcome("unbind", notes=list(plan.notes))
+        state = self.journal.load()
+        fns = [TxFunction(str(s.address), s.target_driver, s.target_override, s.target_module,
+                          s.current_driver, s.current_override, s.kernel_default)
+               for s in plan.changes]
+        if not fns:
+            out.groups = [GroupResult(g.group, None, [], []) for g in plan.groups]
+            return out
+        tx = self.journal.new_transaction("unbind", fns)
+        state.transaction = tx
+        self.journal.save(state)
+        failures = []
+        for i, tf in enumerate(fns):
+            self.log(f"{tf.address}: {tf.target_driver} -> {tf.original_driver or 'kernel default'}")
+            try:
+                self.restore_one(tf)
+                state.devices.pop(tf.address, None)
+                tf.phase = "verified"
+                self.journal.save(state)
+            except StepError as e:
+                failures.append(str(e))
+            self._crash_point("restored", i)
+        if failures:
+            # Leave the transaction: the next run retries the restore.
+            raise RollbackFailedError("unbind incomplete: " + "; ".join(failures)
+                                      + " (journal kept; rerun kata-npu unbind to retry)")
+        state.transaction = None
+        self.journal.save(state)
+        out.changed = len(fns)
+        for g in plan.groups:
+            grp = sysfs.read_group(self.paths, g.group)
+            out.groups.append(GroupResult(g.group, None, [], [
+                {"address": str(m.address), "driver": m.driver} for m in grp.endpoints]))
+        return out
+
+    def locked(self):
+        return host_lock(self.paths, self.lock_timeout)
+
+
+def _module_of(paths: HostPaths, driver: str | None) -> str | None:
+    if not driver:
+        return None
+    name = sysfs._link_name(paths.pci_drivers / driver / "module")
+    return name
+

@@ -1,0 +1,100 @@
+"""The only place that writes to sysfs or loads modules.
+
+Everything that changes kernel state goes through a ``Kernel``: the real one
+writes files and runs modprobe; the test double (tests/fakekernel.py)
+imitates the kernel's reaction to the same writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..errors import VfioMissingError
+
+
+class Kernel(Protocol):
+    def write(self, path: Path, data: str) -> None: ...
+
+    def load_module(self, name: str) -> None: ...
+
+
+class RealKernel:
+    """Writes sysfs attributes in one write(2), as the kernel expects."""
+
+    def write(self, path: Path, data: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+
+    def load_module(self, name: str) -> None:
+        exe = shutil.which("modprobe") or next(
+            (p for p in ("/usr/sbin/modprobe", "/sbin/modprobe") if os.path.exists(p)), None
+        )
+        if exe is None:
+            raise VfioMissingError(f"cannot load module {name}: modprobe not found (install kmod)")
+        r = subprocess.run([exe, name], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise VfioMissingError(f"modprobe {name} failed: {r.stderr.strip() or r.returncode}")
+
+
+class DeadlineExceeded(Exception):
+    """A kernel write did not return in time (it may still be stuck in the driver)."""
+
+    def __init__(self, what: str, seconds: float, pid: int):
+        super().__init__(f"{what} did not return within {seconds:g}s (writer pid {pid} left behind)")
+        self.pid = pid
+
+
+def run_with_deadline(fn: Callable[[], None], seconds: float, what: str) -> None:
+    """Run ``fn`` in a forked child so a write stuck in a driver cannot wedge us.
+
+    A hung sysfs write sleeps uninterruptibly; in a thread it would also block
+    our own exit. In a child we can walk away and report it.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            fn()
+        except OSError as e:
+            code = e.errno or errno.EIO
+        except BaseException:  # noqa: BLE001 - report anything as EIO
+            code = errno.EIO
+        try:
+            os.write(w, code.to_bytes(4, "little"))
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], seconds)
+        if not ready:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            # Reap if it died; a child stuck in D state stays, and we go on.
+            end = time.monotonic() + 0.2
+            while time.monotonic() < end:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                time.sleep(0.01)
+            raise DeadlineExceeded(what, seconds, pid)
+        data = os.read(r, 4)
+        os.waitpid(pid, 0)
+        code = int.from_bytes(data, "little") if len(data) == 4 else errno.EIO
+        if code:
+            raise OSError(code, f"{what}: {os.strerror(code)}")
+    finally:
+        os.close(r)

@@ -1,0 +1,184 @@
+"""Is the host using this PCI function? (disk, live NIC, console, open nodes, VFs)
+
+Each finding says whether ``--force`` may override it: taking an up NIC or
+the boot display is disruptive but recoverable; unbinding a mounted disk, a
+device a process holds open, or a PF whose VFs exist is not.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalogue import Catalogue
+from .model import PciFunction
+from .paths import HostPaths
+from .sysfs import _read
+
+
+@dataclass(frozen=True)
+class Finding:
+    address: str
+    reason: str
+    overridable: bool
+
+    def to_json(self) -> dict:
+        return {"address": self.address, "reason": self.reason, "overridable": self.overridable}
+
+
+def _owned(paths: HostPaths, f: PciFunction, class_link: Path) -> bool:
+    """Does a class device (net, block) sit below this function in /sys/devices?"""
+    devdir = os.path.realpath(paths.pci_devices / str(f.address))
+    return os.path.realpath(class_link).startswith(devdir + os.sep)
+
+
+def _mounted_devnums(paths: HostPaths) -> set[str]:
+    out = set()
+    text = _read(paths.proc / "self/mountinfo") or ""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 2:
+            out.add(parts[2])
+    return out
+
+
+def _swap_names(paths: HostPaths) -> set[str]:
+    text = _read(paths.proc / "swaps") or ""
+    return {os.path.basename(l.split()[0]) for l in text.splitlines()[1:] if l.strip()}
+
+
+def block_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
+    out = []
+    try:
+        disks = os.listdir(paths.sys / "block")
+    except OSError:
+        return out
+    mounted = _mounted_devnums(paths)
+    swaps = _swap_names(paths)
+    for disk in disks:
+        link = paths.sys / "block" / disk
+        if not _owned(paths, f, link):
+            continue
+        real = Path(os.path.realpath(link))
+        parts = [(disk, real)] + [(p.name, p) for p in real.iterdir() if p.name.startswith(disk) and (p / "dev").exists()]
+        for name, d in parts:
+            devnum = _read(d / "dev")
+            holders = os.listdir(d / "holders") if (d / "holders").is_dir() else []
+            why = []
+            if devnum in mounted:
+                why.append("mounted")
+            if name in swaps:
+                why.append("active swap")
+            if holders:
+                why.append("held by " + ",".join(sorted(holders)))
+            if why:
+                out.append(Finding(str(f.address), f"block device /dev/{name} is in use ({', '.join(why)})", False))
+    return out
+
+
+def _ipv4_of(ifname: str) -> str | None:
+    import fcntl
+    import struct
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", ifname.encode()[:15]))  # SIOCGIFADDR
+        return socket.inet_ntoa(raw[20:24])
+    except OSError:
+        return None
+    finally:
+        s.close()
+
+
+def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
+    out = []
+    try:
+        ifnames = os.listdir(paths.sys / "class/net")
+    except OSError:
+        return out
+    routes = _read(paths.proc / "net/route") or ""
+    route_ifs = {l.split()[0] for l in routes.splitlines()[1:] if l.split()}
+    inet6 = _read(paths.proc / "net/if_inet6") or ""
+    for ifname in ifnames:
+        link = paths.sys / "class/net" / ifname
+        if not _owned(paths, f, link):
+            continue
+        flags = int(_read(link / "flags") or "0", 16)
+        if not flags & 0x1:  # IFF_UP
+            continue
+        addrs = []
+        for line in inet6.splitlines():
+            p = line.split()
+            if len(p) == 6 and p[5] == ifname and p[3] != "20":  # scope 0x20: link-local
+                addrs.append("ipv6")
+        v4 = _ipv4_of(ifname) if paths.is_real else None
+        if v4:
+            addrs.insert(0, v4)
+        if addrs or ifname in route_ifs:
+            what = ", ".join(addrs) if addrs else "routes"
+            out.append(Finding(str(f.address), f"network interface {ifname} is up with {what} in use", True))
+    return out
+
+
+def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
+    """(pid, comm, node) for every open fd whose target is one of ``targets`` (host paths)."""
+    found = []
+    try:
+        pids = [p for p in os.listdir(paths.proc) if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        fd_dir = paths.proc / pid / "fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd_dir / fd)
+            except OSError:
+                continue
+            if target in targets:
+                comm = _read(paths.proc / pid / "comm") or "?"
+                found.append((int(pid), comm, target))
+    return found
+
+
+def node_holders(paths: HostPaths, patterns: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    targets: set[str] = set()
+    for pat in patterns:
+        sub, _, leaf = pat.rpartition("/")
+        d = paths.dev / sub if sub else paths.dev
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        targets.update(paths.strip(d / n) for n in names if fnmatch.fnmatchcase(n, leaf))
+    return _holders(paths, targets) if targets else []
+
+
+def host_usage(paths: HostPaths, f: PciFunction, catalogue: Catalogue) -> list[Finding]:
+    out: list[Finding] = []
+    addr = str(f.address)
+    if f.boot_vga:
+        out.append(Finding(addr, "boot VGA device (the host console is on it)", True))
+    if f.sriov_numvfs:
+        out.append(
+            Finding(addr, f"SR-IOV PF with {f.sriov_numvfs} VFs enabled (disable them first: echo 0 > "
+                    f"/sys/bus/pci/devices/{addr}/sriov_numvfs)", False)
+        )
+    out += block_findings(paths, f)
+    out += net_findings(paths, f)
+    if f.driver and not f.on_vfio:
+        patterns = catalogue.host_nodes_for_driver(f.driver)
+        for pid, comm, node in node_holders(paths, patterns):
+            out.append(Finding(addr, f"{node} of driver {f.driver} is held open by pid {pid} ({comm})", False))
+    return out
+
+
+def group_in_use(paths: HostPaths, group: int) -> list[tuple[int, str, str]]:
+    """Processes (a running VM) holding /dev/vfio/N: unbinding would block until they exit."""
+    return _holders(paths, {f"/dev/vfio/{group}"})

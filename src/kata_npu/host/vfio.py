@@ -1,0 +1,121 @@
+"""Which VFIO driver serves a function, making sure it is loaded, and waiting for /dev/vfio/N."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import VfioMissingError
+from .address import PciAddress
+from .kernel import Kernel
+from .paths import HostPaths
+from .sysfs import _read
+
+DEFAULT_MODULE = "vfio_pci"
+DEFAULT_DRIVER = "vfio-pci"
+
+
+@dataclass(frozen=True)
+class VfioDriver:
+    module: str
+    driver: str
+
+
+def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
+    """The most specific ``vfio_pci:`` alias in modules.alias matching the function's modalias."""
+    modalias = _read(paths.pci_devices / str(addr) / "modalias")
+    text = _read(paths.modules_dir() / "modules.alias")
+    if not modalias or not text:
+        return None
+    best: tuple[int, str] | None = None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "alias" or not parts[1].startswith("vfio_pci:"):
+            continue
+        pattern = "pci:" + parts[1][len("vfio_pci:"):]
+        if fnmatch.fnmatchcase(modalias, pattern):
+            score = -pattern.count("*")
+            if best is None or score > best[0]:
+                best = (score, parts[2])
+    return best[1] if best else None
+
+
+def driver_of_module(paths: HostPaths, module: str) -> str | None:
+    try:
+        names = os.listdir(paths.sys / "module" / module / "drivers")
+    except OSError:
+        return None
+    for n in names:
+        if n.startswith("pci:"):
+            return n[4:]
+    return None
+
+
+def choose_driver(paths: HostPaths, addr: PciAddress) -> VfioDriver:
+    mod = variant_module(paths, addr)
+    if mod:
+        return VfioDriver(mod, driver_of_module(paths, mod) or mod)
+    return VfioDriver(DEFAULT_MODULE, DEFAULT_DRIVER)
+
+
+def ensure_loaded(paths: HostPaths, kernel: Kernel, drv: VfioDriver) -> VfioDriver:
+    """Load the module if its driver is not registered; return the driver name it registered."""
+    if (paths.pci_drivers / drv.driver).is_dir():
+        return drv
+    try:
+        kernel.load_module(drv.module)
+    except VfioMissingError as e:
+        raise VfioMissingError(
+            f"{e}; install the kernel's vfio modules (CONFIG_VFIO_PCI) or load them: modprobe {drv.module}"
+        ) from None
+    name = driver_of_module(paths, drv.module) or drv.driver
+    if not (paths.pci_drivers / name).is_dir():
+        raise VfioMissingError(f"module {drv.module} loaded but no PCI driver {name} registered")
+    return VfioDriver(drv.module, name)
+
+
+def is_char_device(path: Path) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def wait_for_char_device(path: Path, timeout: float = 10.0, stable: float = 0.2, use_udev: bool = False) -> bool:
+    """True once ``path`` is a character device and has stayed one for ``stable`` seconds.
+
+    udev may remove and recreate the node while applying rules, so one
+    sighting is not enough. pyudev (when udevd runs) wakes us on the event;
+    otherwise we poll.
+    """
+    monitor = None
+    if use_udev:
+        try:
+            import pyudev
+
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            monitor.filter_by("vfio")
+            monitor.start()
+        except Exception:  # noqa: BLE001 - no udev here: poll
+            monitor = None
+    deadline = time.monotonic() + timeout
+    seen_since: float | None = None
+    while True:
+        now = time.monotonic()
+        if is_char_device(path):
+            seen_since = seen_since if seen_since is not None else now
+            if now - seen_since >= stable:
+                return True
+        else:
+            seen_since = None
+        if now >= deadline:
+            return False
+        wait = 0.02 if seen_since is None else min(0.05, stable)
+        if monitor is not None and seen_since is None:
+            monitor.poll(timeout=wait)
+        else:
+            time.sleep(wait)
