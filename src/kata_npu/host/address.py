@@ -24,7 +24,7 @@ class PciAddress:
         """Accept ``DDDD:BB:SS.F`` or ``BB:SS.F``; anything else is an error, never a path."""
         if not isinstance(text, str):
             raise BadAddressError(f"PCI address must be a string, got {type(text).__name__}")
-        m = _ADDR.match(text.strip())
+        m = _ADDR.fullmatch(text.strip())
         if not m:
             raise BadAddressError(
                 f"malformed PCI address {text!r}: expected DDDD:BB:SS.F or BB:SS.F (hex), e.g. 0000:81:00.0"
@@ -45,4 +45,4 @@ class PciAddress:
 
 
 def is_address(text: str) -> bool:
-    return bool(_ADDR.match(text))
+    return bool(_ADDR.fullmatch(text))
