@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -135,7 +134,7 @@ def _read_doc(path: Path) -> dict:
 
 def load_catalogue(paths: HostPaths | None = None, extra: list[Path] | None = None) -> Catalogue:
     families: dict[str, dict] = {}
-    builtin = json.loads(resources.files("kata_npu").joinpath("data/devices.json").read_text())
+    builtin = json.loads((Path(__file__).resolve().parents[1] / "data" / "devices.json").read_text())
     models = _entries(builtin, "builtin catalogue", families)
     files: list[Path] = []
     if paths is not None:

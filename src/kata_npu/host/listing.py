@@ -48,10 +48,11 @@ def vfio_node_for(paths: HostPaths, f: PciFunction) -> str | None:
 def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False) -> list[Row]:
     rows = []
     vendors = catalogue.vendors
+    base = str(paths.pci_devices)
     for addr in sysfs.list_addresses(paths):
+        if not all_functions and sysfs._int(f"{base}/{addr}/vendor") not in vendors:
+            continue  # one read rejects most functions: they are not accelerators
         ids = sysfs.read_ids(paths, addr)
-        if not all_functions and ids.vendor not in vendors:
-            continue  # cheap reject: most functions are not accelerators
         model = catalogue.lookup(ids.vendor, ids.device, ids.class_code)
         if model is None and not all_functions:
             continue

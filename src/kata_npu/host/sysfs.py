@@ -41,7 +41,11 @@ def list_addresses(paths: HostPaths) -> list[PciAddress]:
         names = os.listdir(paths.pci_devices)
     except FileNotFoundError:
         return []
-    return sorted(PciAddress.parse(n) for n in names if is_address(n))
+    return sorted((PciAddress.parse(n) for n in names if is_address(n)), key=_order)
+
+
+def _order(a: PciAddress) -> tuple[int, int, int, int]:
+    return (a.domain, a.bus, a.slot, a.function)  # tuple compare is C; dataclass __lt__ is Python
 
 
 def device_dir(paths: HostPaths, addr: PciAddress) -> Path:
@@ -56,7 +60,7 @@ def require(paths: HostPaths, addr: PciAddress) -> Path:
 
 
 def read_ids(paths: HostPaths, addr: PciAddress) -> PciIds:
-    d = str(device_dir(paths, addr))
+    d = f"{paths.pci_devices}/{addr}"
     return PciIds(addr, _int(d + "/vendor") or 0, _int(d + "/device") or 0, _int(d + "/class") or 0)
 
 
