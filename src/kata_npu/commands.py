@@ -124,8 +124,12 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     output.table(None, ["GROUP", "VFIO", "MEMBERS"], rows)
 
 
-def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str]) -> list[PciAddress]:
+def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str], recorded: bool = False) -> list[PciAddress]:
     chosen = _parse_addresses(addresses)
+    if recorded:  # after a reboot: bind again what the journal says we had bound
+        chosen += [a for a in c.binder().recorded_addresses() if a not in chosen]
+        if not chosen:
+            return []
     if all_ or model:
         rows = list_rows(c.paths, c.catalogue)
         if model:
@@ -198,6 +202,7 @@ def bind_cmd(
     addresses: List[str] = typer.Argument(None, help="PCI addresses (DDDD:BB:SS.F or BB:SS.F)."),
     all_: bool = typer.Option(False, "--all", help="Every accelerator in the catalogue found on this host."),
     model: Optional[str] = typer.Option(None, "--model", help="Every accelerator of this model (e.g. 910B)."),
+    recorded: bool = typer.Option(False, "--recorded", help="Everything the journal records as bound (for a boot-time unit)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, change nothing."),
     force: bool = typer.Option(False, "--force", help="Take devices the host is using where that is recoverable (an up NIC, the boot VGA)."),
     unbind_timeout: float = typer.Option(10.0, "--unbind-timeout", help="Seconds before a hung unbind is reported."),
@@ -207,7 +212,10 @@ def bind_cmd(
 ) -> None:
     """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
     c: Ctx = ctx.obj
-    chosen = _select_for_bind(c, addresses or [], all_, model)
+    chosen = _select_for_bind(c, addresses or [], all_, model, recorded)
+    if recorded and not chosen:
+        _print_outcome(Outcome("bind"), as_json)
+        return
     b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout)
     if dry_run:
         _print_plan(b.plan_bind(chosen, force), as_json)

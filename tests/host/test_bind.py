@@ -176,3 +176,25 @@ def test_vf_binds_alone_and_pf_with_vfs_is_refused(fk, capsys):
     assert fk.driver_of("0000:03:00.0") == "ixgbe"
     assert cli(fk, "bind", "03:10.0")[0] == 0
     assert fk.driver_of("0000:03:10.0") == "vfio-pci" and fk.driver_of("0000:03:00.0") == "ixgbe"
+
+
+def test_bind_recorded_after_reboot(fake_host, capsys):
+    k = fake_host
+    assert cli(k, "bind", NPU0, NPU1)[0] == 0
+    # a reboot: overrides and bindings are gone, the journal stays
+    for a in (NPU0, NPU1):
+        k.write(k.sys / f"bus/pci/devices/{a}/driver_override", "\n")
+        k.write(k.sys / "bus/pci/drivers/vfio-pci/unbind", a)
+        k.write(k.sys / "bus/pci/drivers_probe", a)
+    assert drivers(k, NPU0, NPU1) == {NPU0: "devdrv_device_driver", NPU1: "devdrv_device_driver"}
+    rc, st = cli_json(k, capsys, "status")
+    assert {d["state"] for d in st["devices"]} == {"drifted"}
+    rc, doc = cli_json(k, capsys, "bind", "--recorded")
+    assert rc == 0 and doc["changed"] == 2
+    assert drivers(k, NPU0, NPU1) == {NPU0: "vfio-pci", NPU1: "vfio-pci"}
+    assert journal(k)["devices"][NPU0]["original_driver"] == "devdrv_device_driver"
+
+
+def test_bind_recorded_with_empty_journal_is_noop(fake_host, capsys):
+    rc, doc = cli_json(fake_host, capsys, "bind", "--recorded")
+    assert rc == 0 and doc["changed"] == 0
