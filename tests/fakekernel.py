@@ -146,7 +146,7 @@ class FakeKernel:
         sriov_totalvfs: int | None = None,
         physfn: str | None = None,
         reset_method: str | None = "flr bus",
-        iommufd: bool = False,
+        iommufd: bool | str = False,
     ) -> Path:
         parent_dir = self.devdir(parent) if parent else self.sys / "devices/pci0000:00"
         d = parent_dir / addr
@@ -208,8 +208,8 @@ class FakeKernel:
             n = len([x for x in os.listdir(pf) if x.startswith("virtfn")])
             self._rel_link(pf / f"virtfn{n}", d)
             (pf / "sriov_numvfs").write_text(f"{n + 1}\n")
-        if iommufd:
-            (d / ".iommufd").touch()
+        if iommufd:  # True/"cdev": 6.6+ with /dev/vfio/devices; "sysfs-only": 6.1 (vfio-dev class, no cdev)
+            (d / ".iommufd").write_text("sysfs-only" if iommufd == "sysfs-only" else "cdev")
         if driver:
             if not (self.sys / "bus/pci/drivers" / driver).exists():
                 self.add_driver(driver, ids=[(vendor, device)])
@@ -368,8 +368,8 @@ class FakeKernel:
             if (d / ".iommufd").exists():
                 idx = int.from_bytes(addr.encode()[-4:], "little") % 1000
                 (d / "vfio-dev" / f"vfio{idx}").mkdir(parents=True, exist_ok=True)
-                (self.root / "dev/vfio/devices").mkdir(exist_ok=True)
-                if not (self.root / f"dev/vfio/devices/vfio{idx}").exists():
+                if (d / ".iommufd").read_text() == "cdev" and not (self.root / f"dev/vfio/devices/vfio{idx}").exists():
+                    (self.root / "dev/vfio/devices").mkdir(exist_ok=True)
                     self._mknod(self.root / f"dev/vfio/devices/vfio{idx}", 237, idx)
         elif addr in self.netdevs:
             nd = self.netdevs[addr]

@@ -136,6 +136,18 @@ def test_iommufd_cdev_reported(fk, capsys):
     assert len(nodes) == 1 and is_chr(fk.root / nodes[0].lstrip("/"))
 
 
+def test_vfio_dev_in_sysfs_without_cdev_is_not_reported(fk, capsys):
+    # Linux 6.1 (found in the real-kernel suite): /sys/.../vfio-dev/vfio0 exists, /dev/vfio/devices does not.
+    fk.add_driver("devdrv_device_driver", ids=[(0x19E5, 0xD500)])
+    fk.add_function("0000:41:00.0", 0x19E5, 0xD500, 0x120000, driver="devdrv_device_driver", group=4,
+                    iommufd="sysfs-only")
+    rc, doc = cli_json(fk, capsys, "bind", "41:00.0")
+    assert rc == 0 and (fk.devdir("0000:41:00.0") / "vfio-dev").is_dir()
+    assert doc["groups"][0]["iommufd_nodes"] == [] and doc["groups"][0]["vfio_node"] == "/dev/vfio/4"
+    rc, rows = cli_json(fk, capsys, "list")
+    assert rows[0]["iommufd_node"] is None
+
+
 def test_unrecorded_vfio_device_goes_to_kernel_default(fake_host, capsys):
     # Someone bound it by hand: no journal entry.
     k = fake_host

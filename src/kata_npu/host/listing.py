@@ -15,6 +15,7 @@ class Row:
     function: PciFunction
     model: DeviceModel | None
     vfio_node: str | None
+    iommufd_node: str | None = None
 
     def to_json(self) -> dict:
         f = self.function
@@ -28,7 +29,7 @@ class Row:
             "driver_override": f.driver_override,
             "iommu_group": f.iommu_group,
             "vfio_node": self.vfio_node,
-            "iommufd_node": f"/dev/vfio/devices/{f.vfio_dev}" if f.vfio_dev else None,
+            "iommufd_node": self.iommufd_node,
             "numa_node": f.numa_node,
             "physfn": str(f.physfn) if f.physfn else None,
             "sriov_numvfs": f.sriov_numvfs,
@@ -45,6 +46,14 @@ def vfio_node_for(paths: HostPaths, f: PciFunction) -> str | None:
     return paths.strip(node) if node.exists() else None
 
 
+def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
+    """Only a real cdev counts: 6.1 kernels show vfio-dev/vfioX in sysfs without /dev/vfio/devices."""
+    if not f.vfio_dev:
+        return None
+    node = paths.vfio_dev / "devices" / f.vfio_dev
+    return paths.strip(node) if node.exists() else None
+
+
 def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False) -> list[Row]:
     rows = []
     vendors = catalogue.vendors
@@ -57,7 +66,7 @@ def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = Fals
         if model is None and not all_functions:
             continue
         f = sysfs.read_function(paths, addr, ids)
-        rows.append(Row(f, model, vfio_node_for(paths, f)))
+        rows.append(Row(f, model, vfio_node_for(paths, f), iommufd_node_for(paths, f)))
     return rows
 
 
