@@ -1,0 +1,127 @@
+"""Admit the planned devices in the container's device cgroup.
+
+v1: kata 3.3–3.13 guests deny-all on both the pod and the container cgroup, so
+every restricting level from the top down gets ``devices.allow``. v2: we only
+detect an attached BPF_CGROUP_DEVICE program and refuse (see docs/guest-hook.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+from .model import HookError
+
+BPF_PROG_QUERY = 16
+BPF_CGROUP_DEVICE = 6
+_BPF_NR = {"x86_64": 321, "aarch64": 280}
+
+
+def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
+    """(v1 devices path, v2 unified path) from /proc/PID/cgroup."""
+    v1 = v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if hid == "0" and ctrls == "":
+            v2 = path
+        elif "devices" in ctrls.split(","):
+            v1 = path
+    return v1, v2
+
+
+def _covers(entry: str, kind: str, major: int, minor: int, access: str) -> bool:
+    try:
+        etype, nums, eacc = entry.split()
+        emaj, emin = nums.split(":")
+    except ValueError:
+        return False
+    return ((etype == "a" or etype == kind)
+            and (emaj == "*" or emaj == str(major))
+            and (emin == "*" or emin == str(minor))
+            and access in eacc)
+
+
+def rule_allowed(devices_list: str, rule: str) -> bool:
+    """True when the lines of devices.list already grant every access letter of ``rule``."""
+    kind, nums, access = rule.split()
+    major, minor = (int(x) for x in nums.split(":"))
+    entries = devices_list.split("\n")
+    return all(any(_covers(e, kind, major, minor, a) for e in entries) for a in access)
+
+
+def levels(mount: str, path: str) -> list[str]:
+    """Cgroup dirs from the shallowest non-root level down to the container's own."""
+    out, cur = [], mount
+    for comp in [c for c in path.split("/") if c]:
+        cur = os.path.join(cur, comp)
+        out.append(cur)
+    return out
+
+
+def allow_v1(mount: str, path: str, rules: list[str]) -> list[str]:
+    """Write missing rules into each restricting level; returns the writes done."""
+    done = []
+    for level in levels(mount, path):
+        try:
+            with open(os.path.join(level, "devices.list")) as f:
+                current = f.read()
+        except OSError as e:
+            raise HookError(f"cannot read {level}/devices.list: {e.strerror}") from None
+        for rule in rules:
+            if rule_allowed(current, rule):
+                continue
+            try:
+                with open(os.path.join(level, "devices.allow"), "w") as f:
+                    f.write(rule)
+            except OSError as e:
+                raise HookError(f"cannot allow '{rule}' in {level}: {e.strerror}") from None
+            done.append(f"{level}: {rule}")
+    return done
+
+
+def bpf_device_programs(cgroup_dir: str) -> int:
+    """Number of BPF_CGROUP_DEVICE programs attached directly to ``cgroup_dir``."""
+    nr = _BPF_NR.get(os.uname().machine)
+    if nr is None:
+        raise HookError(f"cgroup v2: bpf syscall number unknown for {os.uname().machine}")
+    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        attr = ctypes.create_string_buffer(struct.pack("=IIIIQI", fd, BPF_CGROUP_DEVICE, 0, 0, 0, 0), 128)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        rc = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_PROG_QUERY), attr, ctypes.c_uint(128))
+        if rc < 0:
+            err = ctypes.get_errno()
+            raise HookError(f"cgroup v2: BPF_PROG_QUERY on {cgroup_dir} failed: {os.strerror(err)}")
+        return struct.unpack_from("=I", attr.raw, 24)[0]
+    finally:
+        os.close(fd)
+
+
+def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str]) -> list[str]:
+    """Admit ``rules`` for the container whose init is ``pid``; returns what was written."""
+    if not rules:
+        return []
+    try:
+        with open(f"{proc_root}/{pid}/cgroup") as f:
+            text = f.read()
+    except OSError as e:
+        raise HookError(f"cannot read {proc_root}/{pid}/cgroup: {e.strerror}") from None
+    v1, v2 = parse_proc_cgroup(text)
+    if v1 is not None:
+        mount = os.path.join(cgroup_root, "devices")
+        if not os.path.isdir(mount):
+            raise HookError(f"cgroup v1 devices hierarchy not found at {mount}")
+        return allow_v1(mount, v1, rules)
+    if v2 is not None:
+        for level in [cgroup_root] + levels(cgroup_root, v2):
+            if bpf_device_programs(level):
+                raise HookError(
+                    f"cgroup v2: a device eBPF program is attached to {level}; kata-npu-hook does not "
+                    f"rewrite eBPF programs, so the NPU nodes would be denied (admit them in the "
+                    f"runtime's linux.resources.devices or use the CDI path)")
+    return []

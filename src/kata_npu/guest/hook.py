@@ -1,0 +1,95 @@
+"""``kata-npu-hook``: OCI prestart/createRuntime hook that gives a container the guest's NPUs.
+
+Kata runs it with an empty environment, argv ``[name, "prestart"]``, a 10 s
+timeout, and (since 3.1.0) ignores its exit status; runc refuses the container
+when it exits non-zero. Imports: stdlib only, nothing heavy (measured in bench/).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from .model import HookError
+
+USAGE = ("usage: kata-npu-hook [prestart|createRuntime]   (OCI state on stdin)\n"
+         "       kata-npu-hook cdi [--output DIR]\n"
+         "       kata-npu-hook install --guest-root DIR [--python PATH]\n")
+
+
+def run_hook(stdin_fd: int = 0) -> int:
+    from . import cgroup, config, discover, inject, report, select, state
+
+    cfg = None
+    cid = None
+    container = None
+    try:
+        cfg = config.load()
+        raw = state._read_bounded(stdin_fd, state.MAX_STATE, "OCI state on stdin")
+        container = state.load_container(raw)
+        cid = container.id
+        strict = cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+        found = discover.discover(cfg)
+        edits = select.select(found, container.env, cfg.no_driver)
+        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules())
+        counts = inject.apply_forked(edits, container.rootfs, cfg.proc_root, container.pid)
+    except HookError as e:
+        return _fail(str(e), cfg, cid, container)
+    except OSError as e:
+        return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror}", cfg, cid, container)
+    msg = (f"{cid}: {len(edits.nodes)} device nodes ({counts['nodes_created']} new), "
+           f"{len(edits.mounts)} driver mounts ({counts['mounts_created']} new), "
+           f"{len(written)} cgroup rules written")
+    report.report(True, msg, kmsg=cfg.kmsg, run_dir=cfg.run_dir, cid=cid,
+                  extra={"nodes": [n.path for n in edits.nodes], "mounts": [m.target for m in edits.mounts],
+                         "strict": strict})
+    return 0
+
+
+def _fail(msg: str, cfg, cid, container) -> int:
+    from . import config, report
+
+    cfg = cfg or config.HookConfig()
+    strict = container is not None and (
+        cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on"))
+    killed = False
+    if strict:
+        # Kata ≥ 3.1 would start the container anyway: stop its init so a half-equipped one never runs.
+        try:
+            os.kill(container.pid, signal.SIGKILL)
+            killed = True
+        except OSError:
+            pass
+        msg += f" (strict: container init {container.pid} {'killed' if killed else 'could not be killed'})"
+    report.report(False, msg, kmsg=cfg.kmsg, run_dir=cfg.run_dir, cid=cid, extra={"strict": strict, "killed": killed})
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    args = argv[1:]
+    cmd = args[0] if args else "prestart"
+    try:
+        if cmd in ("prestart", "createRuntime", "createContainer"):
+            return run_hook()
+        if cmd == "cdi":
+            from .cdi import main as cdi_main
+            return cdi_main(args[1:])
+        if cmd == "install":
+            from .install import main as install_main
+            return install_main(args[1:])
+        if cmd in ("-h", "--help", "help"):
+            sys.stdout.write(USAGE)
+            return 0
+        sys.stderr.write(f"kata-npu-hook: unknown command {cmd!r}\n{USAGE}")
+        return 2
+    except HookError as e:
+        sys.stderr.write(f"kata-npu-hook: error: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

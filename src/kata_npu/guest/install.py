@@ -1,0 +1,103 @@
+"""Install the hook into a guest image tree.
+
+Kata skips symlinked or non-executable hook files silently, so the hook is a
+regular 0755 file with an absolute interpreter path, and the stdlib-only guest
+package is copied beside it so the guest needs no pip install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from .model import HookError
+
+HOOK_DIR = "usr/share/oci/hooks/prestart"
+HOOK_NAME = "50-kata-npu"
+LIB_DIR = "usr/lib/kata-npu"
+HOOKS_D = "usr/share/containers/oci/hooks.d/50-kata-npu.json"
+UNIT = "etc/systemd/system/kata-npu-cdi.service"
+CDI_SCRIPT = "usr/libexec/kata-npu/cdi-boot"
+
+
+def script(python: str, entry: str) -> str:
+    return (f"#!{python} -IS\n"
+            f"# kata-npu guest hook (installed by kata-npu-hook install); regular file on purpose:\n"
+            f"# kata-agent skips symlinked hooks.\n"
+            f"import sys\n"
+            f"sys.path.insert(0, {('/' + LIB_DIR)!r})\n"
+            f"from kata_npu.guest.hook import main\n"
+            f"sys.argv[1:2] = [{entry!r}] if {entry!r} == 'cdi' else sys.argv[1:2]\n"
+            f"sys.exit(main())\n")
+
+
+def _write(path: str, text: str, mode: int) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.islink(path):
+        os.unlink(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True) -> list[str]:
+    """Write hook, package copy, hooks.d JSON, CDI boot unit under ``guest_root``; returns paths."""
+    if not python.startswith("/"):
+        raise HookError(f"--python must be an absolute path inside the guest, got {python!r}")
+    if check_python and not os.path.exists(os.path.join(guest_root, python.lstrip("/"))):
+        raise HookError(f"{python} does not exist under guest root {guest_root} (use --no-check-python to force)")
+    pkg_src = os.path.dirname(os.path.abspath(__file__))
+    lib = os.path.join(guest_root, LIB_DIR, "kata_npu")
+    if os.path.isdir(os.path.join(lib, "guest")):
+        shutil.rmtree(os.path.join(lib, "guest"))
+    os.makedirs(lib, exist_ok=True)
+    shutil.copytree(pkg_src, os.path.join(lib, "guest"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _write(os.path.join(lib, "__init__.py"), '"""kata-npu guest subset."""\n', 0o644)
+    hook = os.path.join(guest_root, HOOK_DIR, HOOK_NAME)
+    _write(hook, script(python, "prestart"), 0o755)
+    boot = os.path.join(guest_root, CDI_SCRIPT)
+    _write(boot, script(python, "cdi"), 0o755)
+    hooks_d = os.path.join(guest_root, HOOKS_D)
+    _write(hooks_d, json.dumps({
+        "version": "1.0.0",
+        "hook": {"path": "/" + HOOK_DIR + "/" + HOOK_NAME, "args": [HOOK_NAME, "prestart"], "timeout": 10},
+        "when": {"always": True},
+        "stages": ["prestart"],
+    }, indent=2) + "\n", 0o644)
+    unit = os.path.join(guest_root, UNIT)
+    _write(unit, (
+        "[Unit]\n"
+        "Description=kata-npu: write the guest CDI spec for Ascend NPUs\n"
+        "DefaultDependencies=no\n"
+        "After=systemd-modules-load.service systemd-udev-settle.service\n"
+        "Before=kata-agent.service kata-containers.target\n\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"ExecStart=/{CDI_SCRIPT}\n"
+        "RemainAfterExit=yes\n\n"
+        "[Install]\n"
+        "WantedBy=kata-containers.target\n"), 0o644)
+    return [hook, boot, hooks_d, unit, lib]
+
+
+def main(args: list[str]) -> int:
+    root, python, check = None, "/usr/bin/python3", True
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--guest-root" and i + 1 < len(args):
+            root, i = args[i + 1], i + 2
+        elif a == "--python" and i + 1 < len(args):
+            python, i = args[i + 1], i + 2
+        elif a == "--no-check-python":
+            check, i = False, i + 1
+        else:
+            raise HookError(f"install: unknown argument {a!r} (usage: install --guest-root DIR [--python PATH])")
+    if not root:
+        raise HookError("install: --guest-root DIR is required")
+    for p in install(root, python, check):
+        os.write(1, f"{p}\n".encode())
+    return 0

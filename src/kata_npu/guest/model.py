@@ -1,0 +1,84 @@
+"""Plain data for the hook: what was discovered and what edits to apply.
+
+Planning produces an :class:`Edits`; applying it is a separate step, so tests
+can check the plan without root and the applier has no policy in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class HookError(Exception):
+    """A problem worth one line to the operator; never shown as a traceback."""
+
+
+@dataclass(frozen=True)
+class DeviceNode:
+    """A device node to recreate inside the container at ``path`` (absolute, container view)."""
+
+    path: str
+    kind: str  # "c" or "b"
+    major: int
+    minor: int
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+    def cgroup_rule(self) -> str:
+        return f"{self.kind} {self.major}:{self.minor} rwm"
+
+
+@dataclass(frozen=True)
+class Chip:
+    """One NPU chip: its index N from /dev/davinciN and its node."""
+
+    index: int
+    node: DeviceNode
+    pci: str | None = None  # guest BDF when sysfs links the node to a PCI function
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A read-only bind mount of a guest path at the same path in the container."""
+
+    source: str  # host (guest VM) path
+    target: str  # container path
+    is_dir: bool
+
+
+@dataclass
+class Discovery:
+    """What the guest has: chips, management nodes and driver paths."""
+
+    chips: list[Chip] = field(default_factory=list)
+    management: list[DeviceNode] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+
+
+@dataclass
+class Edits:
+    """Everything the hook changes in one container, computed before any change."""
+
+    nodes: list[DeviceNode] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+
+    def cgroup_rules(self) -> list[str]:
+        seen: list[str] = []
+        for n in self.nodes:
+            r = n.cgroup_rule()
+            if r not in seen:
+                seen.append(r)
+        return seen
+
+
+@dataclass(frozen=True)
+class Container:
+    """The validated parts of OCI state + config.json the hook uses."""
+
+    id: str
+    pid: int
+    bundle: str
+    rootfs: str
+    env: dict[str, str]
+    status: str

@@ -1,0 +1,68 @@
+"""Make a hook failure visible: kata ≥ 3.1 only logs a failed hook and starts the container.
+
+So every outcome goes to stderr (agent log), /dev/kmsg, syslog (/dev/log) when
+present, and a status file /run/kata-npu/<id>.json an operator or probe can read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+TAG = "kata-npu-hook"
+
+
+def _kmsg(path: str, level: int, msg: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"<{level}>{TAG}: {msg}\n".encode()[:1000])
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _syslog(level: int, msg: str, dev_log: str = "/dev/log") -> None:
+    if not os.path.exists(dev_log):
+        return
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            s.connect(dev_log)
+            s.send(f"<{8 + level}>{TAG}: {msg}".encode()[:1000])  # facility user
+    except OSError:
+        pass
+
+
+def write_status(run_dir: str, cid: str | None, payload: dict) -> None:
+    """Atomically write run_dir/<cid>.json (or last-error.json when the id is unknown)."""
+    try:
+        os.makedirs(run_dir, mode=0o755, exist_ok=True)
+        name = f"{cid}.json" if cid else "last-error.json"
+        tmp = os.path.join(run_dir, f".{name}.{os.getpid()}")
+        with open(tmp, "w") as f:
+            json.dump(payload, f, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, os.path.join(run_dir, name))
+    except OSError:
+        pass
+
+
+def report(ok: bool, msg: str, *, kmsg: str, run_dir: str, cid: str | None, extra: dict | None = None) -> None:
+    level = 6 if ok else 3
+    line = msg if ok else f"error: {msg}"
+    try:
+        os.write(2, f"{TAG}: {line}\n".encode())
+    except OSError:
+        pass
+    _kmsg(kmsg, level, line)
+    _syslog(level, line)
+    payload = {"ok": ok, "message": msg, "time": time.time(), "container": cid}
+    payload.update(extra or {})
+    write_status(run_dir, cid, payload)
