@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +39,8 @@ def pytest_collection_modifyitems(config, items):
 def vm():
     """The standard VM: intel-iommu on; e1000e stand-ins: 01:00.0 alone, 02:00.0+02:00.1 sharing a group, 03:00.0, 04:00.0."""
     _require_tools()
+    # The VM reads our code over 9p read-only: give it bytecode, or every run recompiles under TCG.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parents[2] / "src")], check=False)
     with boot_vm(Layout.standard()) as v:
         v.ok("modprobe e1000e && modprobe vfio-pci")
         yield v

@@ -7,7 +7,6 @@ detect an attached BPF_CGROUP_DEVICE program and refuse (see docs/guest-hook.md)
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 
@@ -88,6 +87,8 @@ def bpf_device_programs(cgroup_dir: str) -> int:
     nr = _BPF_NR.get(os.uname().machine)
     if nr is None:
         raise HookError(f"cgroup v2: bpf syscall number unknown for {os.uname().machine}")
+    import ctypes
+
     fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         attr = ctypes.create_string_buffer(struct.pack("=IIIIQI", fd, BPF_CGROUP_DEVICE, 0, 0, 0, 0), 128)

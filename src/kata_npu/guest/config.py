@@ -7,11 +7,10 @@ be complete on their own.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
 
-from .model import HookError
+from . import jsonlite
+from .model import HookError, dataclass, field
 
 CONFIG_PATH = "/etc/kata-npu/hook.json"
 
@@ -55,8 +54,7 @@ class HookConfig:
     no_driver: bool = False
     strict: bool = False
     node_mode: int = 0o666
-    extra: dict = field(default_factory=dict)
-
+    
 
 _KEYS = {
     "dev_root": str, "driver_root": str, "proc_root": str, "sys_root": str,
@@ -94,7 +92,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Hook
         raise HookError(f"cannot read hook config {path}: {e.strerror}") from None
     if raw is not None:
         try:
-            data = json.loads(raw)
+            data = jsonlite.loads(raw)
         except ValueError as e:
             raise HookError(f"hook config {path} is not valid JSON: {e}") from None
         if not isinstance(data, dict):

@@ -9,7 +9,6 @@ image (``/dev -> /tmp/x``, ``usr/local/Ascend -> /etc``) is refused, never follo
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
@@ -26,12 +25,16 @@ _libc = None
 
 def libc():
     global _libc
+    import ctypes
+
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
 def setns_mnt(proc_root: str, pid: int) -> None:
+    import ctypes
+
     path = f"{proc_root}/{pid}/ns/mnt"
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -45,6 +48,8 @@ def setns_mnt(proc_root: str, pid: int) -> None:
 
 
 def mount(source: str | None, target: str, flags: int) -> None:
+    import ctypes
+
     src = source.encode() if source is not None else None
     if libc().mount(src, target.encode(), None, ctypes.c_ulong(flags), None) != 0:
         err = ctypes.get_errno()

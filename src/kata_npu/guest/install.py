@@ -21,15 +21,20 @@ UNIT = "etc/systemd/system/kata-npu-cdi.service"
 CDI_SCRIPT = "usr/libexec/kata-npu/cdi-boot"
 
 
-def script(python: str, entry: str) -> str:
-    return (f"#!{python} -IS\n"
-            f"# kata-npu guest hook (installed by kata-npu-hook install); regular file on purpose:\n"
-            f"# kata-agent skips symlinked hooks.\n"
-            f"import sys\n"
-            f"sys.path.insert(0, {('/' + LIB_DIR)!r})\n"
-            f"from kata_npu.guest.hook import main\n"
-            f"sys.argv[1:2] = [{entry!r}] if {entry!r} == 'cdi' else sys.argv[1:2]\n"
-            f"sys.exit(main())\n")
+def script(python: str, entry: str, lib: str = "/" + LIB_DIR, config: str | None = None) -> str:
+    """A self-contained launcher: no PATH, no env, no site-packages needed (kata runs hooks with none)."""
+    lines = [f"#!{python} -IS",
+             "# kata-npu guest hook, written by `kata-npu-hook install`. A regular file on purpose:",
+             "# kata-agent silently skips symlinked or non-executable hooks.",
+             "import sys",
+             f"sys.path.insert(0, {lib!r})"]
+    if config:
+        lines += ["import kata_npu.guest.config as _c", f"_c.CONFIG_PATH = {config!r}"]
+    lines += ["from kata_npu.guest.hook import main"]
+    if entry == "cdi":
+        lines += ["sys.argv[1:] = ['cdi'] + sys.argv[1:]"]
+    lines += ["sys.exit(main())", ""]
+    return "\n".join(lines)
 
 
 def _write(path: str, text: str, mode: int) -> None:
@@ -43,7 +48,8 @@ def _write(path: str, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
-def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True) -> list[str]:
+def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True,
+            config: str | None = None) -> list[str]:
     """Write hook, package copy, hooks.d JSON, CDI boot unit under ``guest_root``; returns paths."""
     if not python.startswith("/"):
         raise HookError(f"--python must be an absolute path inside the guest, got {python!r}")
@@ -57,9 +63,9 @@ def install(guest_root: str, python: str = "/usr/bin/python3", check_python: boo
     shutil.copytree(pkg_src, os.path.join(lib, "guest"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _write(os.path.join(lib, "__init__.py"), '"""kata-npu guest subset."""\n', 0o644)
     hook = os.path.join(guest_root, HOOK_DIR, HOOK_NAME)
-    _write(hook, script(python, "prestart"), 0o755)
+    _write(hook, script(python, "prestart", config=config), 0o755)
     boot = os.path.join(guest_root, CDI_SCRIPT)
-    _write(boot, script(python, "cdi"), 0o755)
+    _write(boot, script(python, "cdi", config=config), 0o755)
     hooks_d = os.path.join(guest_root, HOOKS_D)
     _write(hooks_d, json.dumps({
         "version": "1.0.0",
@@ -84,7 +90,7 @@ def install(guest_root: str, python: str = "/usr/bin/python3", check_python: boo
 
 
 def main(args: list[str]) -> int:
-    root, python, check = None, "/usr/bin/python3", True
+    root, python, check, cfg = None, "/usr/bin/python3", True, None
     i = 0
     while i < len(args):
         a = args[i]
@@ -92,12 +98,14 @@ def main(args: list[str]) -> int:
             root, i = args[i + 1], i + 2
         elif a == "--python" and i + 1 < len(args):
             python, i = args[i + 1], i + 2
+        elif a == "--config" and i + 1 < len(args):
+            cfg, i = args[i + 1], i + 2
         elif a == "--no-check-python":
             check, i = False, i + 1
         else:
-            raise HookError(f"install: unknown argument {a!r} (usage: install --guest-root DIR [--python PATH])")
+            raise HookError(f"install: unknown argument {a!r} (usage: install --guest-root DIR [--python PATH] [--config FILE] [--no-check-python])")
     if not root:
         raise HookError("install: --guest-root DIR is required")
-    for p in install(root, python, check):
+    for p in install(root, python, check, cfg):
         os.write(1, f"{p}\n".encode())
     return 0

@@ -6,16 +6,17 @@ present, and a status file /run/kata-npu/<id>.json an operator or probe can read
 
 from __future__ import annotations
 
-import json
 import os
 import time
+
+from . import jsonlite
 
 TAG = "kata-npu-hook"
 
 
 def _kmsg(path: str, level: int, msg: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return
     try:
@@ -29,15 +30,20 @@ def _kmsg(path: str, level: int, msg: str) -> None:
 def _syslog(level: int, msg: str, dev_log: str = "/dev/log") -> None:
     if not os.path.exists(dev_log):
         return
-    import socket
+    import _socket  # not ``socket``: that one imports enum
 
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-            s.settimeout(0.2)
-            s.connect(dev_log)
-            s.send(f"<{8 + level}>{TAG}: {msg}".encode()[:1000])  # facility user
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    except OSError:
+        return
+    try:
+        s.settimeout(0.2)
+        s.connect(dev_log)
+        s.send(f"<{8 + level}>{TAG}: {msg}".encode()[:1000])  # facility user
     except OSError:
         pass
+    finally:
+        s.close()
 
 
 def write_status(run_dir: str, cid: str | None, payload: dict) -> None:
@@ -47,8 +53,7 @@ def write_status(run_dir: str, cid: str | None, payload: dict) -> None:
         name = f"{cid}.json" if cid else "last-error.json"
         tmp = os.path.join(run_dir, f".{name}.{os.getpid()}")
         with open(tmp, "w") as f:
-            json.dump(payload, f, sort_keys=True)
-            f.write("\n")
+            f.write(jsonlite.dumps(payload) + "\n")
         os.replace(tmp, os.path.join(run_dir, name))
     except OSError:
         pass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
+from .discover import is_bdf
 from .model import Chip, Discovery, Edits, HookError
 
-_RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+))?$")
-_BDF = re.compile(r"^(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 MAX_INDEX = 4096
+
+
+def _num(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def parse_visible(text: str) -> list[int] | None:
@@ -20,11 +21,10 @@ def parse_visible(text: str) -> list[int] | None:
         return []
     out: list[int] = []
     for part in text.split(","):
-        m = _RANGE.match(part.strip())
-        if not m:
+        a, dash, b = part.strip().partition("-")
+        lo, hi = _num(a), (_num(b) if dash else _num(a))
+        if lo is None or hi is None:
             raise HookError(f"ASCEND_VISIBLE_DEVICES: bad item {part.strip()!r} in {text!r}")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo or hi > MAX_INDEX:
             raise HookError(f"ASCEND_VISIBLE_DEVICES: bad range {part.strip()!r}")
         for i in range(lo, hi + 1):
@@ -45,10 +45,10 @@ def pci_selection(env: dict[str, str]) -> list[str] | None:
             item = item.strip().lower()
             if not item:
                 continue
-            if not _BDF.match(item):
-                raise HookError(f"{key}: {item!r} is not a PCI address")
             if item.count(":") == 1:
                 item = "0000:" + item
+            if not is_bdf(item):
+                raise HookError(f"{key}: {item!r} is not a PCI address")
             if item not in found:
                 found.append(item)
     return found if seen else None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 
+from . import jsonlite
 from .model import Container, HookError
 
 MAX_STATE = 64 * 1024
@@ -30,7 +30,7 @@ def parse_state(raw: bytes) -> tuple[str, int, str, str]:
     if not raw.strip():
         raise HookError("no OCI state on stdin (is this run as an OCI hook?)")
     try:
-        st = json.loads(raw)
+        st = jsonlite.loads(raw)
     except ValueError as e:
         raise HookError(f"OCI state on stdin is not valid JSON: {e}") from None
     if not isinstance(st, dict):
@@ -59,7 +59,7 @@ def load_container(state_raw: bytes) -> Container:
     finally:
         os.close(fd)
     try:
-        spec = json.loads(raw)
+        spec = jsonlite.loads(raw)
     except ValueError as e:
         raise HookError(f"{path} is not valid JSON: {e}") from None
     root = spec.get("root") if isinstance(spec, dict) else None
