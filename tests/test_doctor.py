@@ -99,6 +99,7 @@ def test_iommu_off_on_cmdline_is_named(tmp_path):
     w(root, "proc/cmdline", "ro intel_iommu=off\n")
     c = checks_of(root)["iommu"]
     assert c.status == FAIL and "intel_iommu=off" in c.summary
+    assert c.remedy.startswith("Remove `intel_iommu=off`") and "intel_iommu=on" in c.remedy
 
 
 def test_no_firmware_iommu_amd_cpu(tmp_path):

@@ -322,3 +322,30 @@ def exit_codes_cmd() -> None:
 
 
 # Sub-commands from other parts of the product register here.
+from .host import doctor as _doctor  # noqa: E402
+from .kataconfig.cli import app as _config_app, run_args as _run_args  # noqa: E402
+
+_doctor.register(app)
+app.add_typer(_config_app, name="config")
+app.command("run-args")(_run_args)
+
+hook_app = typer.Typer(help="Guest OCI hook (runs inside the Kata VM): install it into a guest rootfs.")
+app.add_typer(hook_app, name="hook")
+
+
+@hook_app.command("install")
+def hook_install(
+    guest_root: str = typer.Option(..., "--guest-root", help="Root of the guest image being built."),
+    python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to install as /etc/kata-npu/hook.json."),
+    no_check_python: bool = typer.Option(False, "--no-check-python", help="Do not require the interpreter to exist in the guest root."),
+) -> None:
+    """Install kata-npu-hook as a regular executable under GUEST_ROOT/usr/share/oci/hooks/prestart/ (+ hooks.d JSON, CDI unit)."""
+    from .guest.install import install
+    from .guest.model import HookError
+
+    try:
+        for p in install(guest_root, python, not no_check_python, config):
+            output.say(str(p))
+    except HookError as e:
+        raise KataNpuError(str(e)) from None

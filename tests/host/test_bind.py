@@ -120,6 +120,7 @@ def test_variant_driver_from_modules_alias(fk, capsys):
     fk.add_driver("mlx5_core", ids=[(0x15B3, 0x101D)])
     fk.make_loadable("mlx5_vfio_pci", "mlx5_vfio_pci", alias="vfio_pci:v000015B3d0000101Dsv*sd*bc*sc*i*")
     fk.make_loadable("generic_vfio", "generic_vfio", alias="vfio_pci:v000015B3d*sv*sd*bc*sc*i*")
+    fk.make_loadable("vfio_pci", "vfio-pci", alias="vfio_pci:v*d*sv*sd*bc*sc*i*")  # as Debian 6.1 ships it
     fk.add_function("0000:06:00.0", 0x15B3, 0x101D, 0x020000, driver="mlx5_core", group=6)
     rc, doc = cli_json(fk, capsys, "bind", "06:00.0")
     assert rc == 0 and fk.driver_of("0000:06:00.0") == "mlx5_vfio_pci"  # the most specific alias wins
@@ -210,3 +211,11 @@ def test_bind_recorded_after_reboot(fake_host, capsys):
 def test_bind_recorded_with_empty_journal_is_noop(fake_host, capsys):
     rc, doc = cli_json(fake_host, capsys, "bind", "--recorded")
     assert rc == 0 and doc["changed"] == 0
+
+
+def test_generic_vfio_pci_alias_is_not_a_variant(fake_host, capsys):
+    # Real-kernel finding: Debian 6.1's modules.alias has "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci";
+    # the dry run must still name the driver vfio-pci, not the module vfio_pci.
+    fake_host.make_loadable("vfio_pci", "vfio-pci", alias="vfio_pci:v*d*sv*sd*bc*sc*i*")
+    rc, out, _ = cli(fake_host, "bind", NPU0, "--dry-run")
+    assert rc == 0 and "driver_override=vfio-pci;" in out and "vfio_pci" not in out

@@ -78,6 +78,26 @@ def _bool(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
 
+def apply_env(cfg: HookConfig, env) -> HookConfig:
+    """KATA_NPU_* overrides (tests; kata gives hooks an empty environment)."""
+    for var, attr in _ENV.items():
+        if env.get(var):
+            setattr(cfg, attr, env[var])
+    for var, attr in (("KATA_NPU_ALLOW_LINK", "allow_link"), ("KATA_NPU_NO_DRIVER", "no_driver"),
+                      ("KATA_NPU_HOOK_STRICT", "strict")):
+        if env.get(var):
+            setattr(cfg, attr, _bool(env[var]))
+    return cfg
+
+
+def for_reporting() -> HookConfig:
+    """Config to report a failure with, even when the config file itself is the failure."""
+    try:
+        return load()
+    except HookError:
+        return apply_env(HookConfig(), os.environ)
+
+
 def load(path: str | None = None, environ: dict[str, str] | None = None) -> HookConfig:
     """Read the config file (absent = defaults), then apply KATA_NPU_* overrides."""
     env = os.environ if environ is None else environ
@@ -108,13 +128,7 @@ def load(path: str | None = None, environ: dict[str, str] | None = None) -> Hook
                     raise HookError(f"hook config {path}: {key} must be a list of non-empty strings")
                 value = tuple(value)
             setattr(cfg, key, value)
-    for var, attr in _ENV.items():
-        if env.get(var):
-            setattr(cfg, attr, env[var])
-    for var, attr in (("KATA_NPU_ALLOW_LINK", "allow_link"), ("KATA_NPU_NO_DRIVER", "no_driver"),
-                      ("KATA_NPU_HOOK_STRICT", "strict")):
-        if env.get(var):
-            setattr(cfg, attr, _bool(env[var]))
+    apply_env(cfg, env)
     for p in cfg.driver_paths:
         if not p.startswith("/") or ".." in p.split("/"):
             raise HookError(f"hook config: driver path {p!r} must be absolute without '..'")

@@ -18,25 +18,29 @@ USAGE = ("usage: kata-npu-hook [prestart|createRuntime]   (OCI state on stdin)\n
 
 
 def run_hook(stdin_fd: int = 0) -> int:
-    from . import cgroup, config, discover, inject, report, select, state
+    from . import cgroup, config, discover, inject, report, selection, state
 
     cfg = None
     cid = None
     container = None
     try:
-        cfg = config.load()
         raw = state._read_bounded(stdin_fd, state.MAX_STATE, "OCI state on stdin")
         container = state.load_container(raw)
         cid = container.id
+        # After the state: a broken hook.json still honours the container's strict request.
+        cfg = config.load()
         strict = cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
         found = discover.discover(cfg)
-        edits = select.select(found, container.env, cfg.no_driver)
-        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules())
-        counts = inject.apply_forked(edits, container.rootfs, cfg.proc_root, container.pid)
+        edits = selection.select(found, container.env, cfg.no_driver)
+        probe = [os.path.join(cfg.dev_root, os.path.basename(n.path)) for n in edits.nodes]
+        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules(), probe)
+        counts = inject.apply_in_container(edits, container.rootfs, cfg.proc_root, container.pid)
     except HookError as e:
         return _fail(str(e), cfg, cid, container)
     except OSError as e:
-        return _fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror}", cfg, cid, container)
+        return _fail(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror}", cfg, cid, container)
+    except Exception as e:  # noqa: BLE001 - a hook must report, not print a traceback the agent log truncates
+        return _fail(f"internal error: {type(e).__name__}: {e}", cfg, cid, container)
     msg = (f"{cid}: {len(edits.nodes)} device nodes ({counts['nodes_created']} new), "
            f"{len(edits.mounts)} driver mounts ({counts['mounts_created']} new), "
            f"{len(written)} cgroup rules written")
@@ -49,7 +53,7 @@ def run_hook(stdin_fd: int = 0) -> int:
 def _fail(msg: str, cfg, cid, container) -> int:
     from . import config, report
 
-    cfg = cfg or config.HookConfig()
+    cfg = cfg or config.for_reporting()
     strict = container is not None and (
         cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on"))
     killed = False

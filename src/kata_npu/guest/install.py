@@ -48,9 +48,24 @@ def _write(path: str, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _precompile(lib: str, seen_as: str) -> None:
+    """Byte-compile the copy now: a read-only guest rootfs would otherwise recompile on every start.
+
+    The .pyc files match this interpreter's version; run the installer with the guest's Python.
+    """
+    import compileall
+
+    ddir = os.path.join(seen_as, LIB_DIR)
+    compileall.compile_dir(lib, ddir=ddir, quiet=1, force=True)
+
+
 def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True,
-            config: str | None = None) -> list[str]:
-    """Write hook, package copy, hooks.d JSON, CDI boot unit under ``guest_root``; returns paths."""
+            config: str | None = None, seen_as: str = "/") -> list[str]:
+    """Write hook, package copy, hooks.d JSON, CDI boot unit under ``guest_root``; returns paths.
+
+    ``seen_as`` is where ``guest_root`` will be at run time ("/" in the booted guest image);
+    the launcher's embedded paths use it.
+    """
     if not python.startswith("/"):
         raise HookError(f"--python must be an absolute path inside the guest, got {python!r}")
     if check_python and not os.path.exists(os.path.join(guest_root, python.lstrip("/"))):
@@ -62,10 +77,12 @@ def install(guest_root: str, python: str = "/usr/bin/python3", check_python: boo
     os.makedirs(lib, exist_ok=True)
     shutil.copytree(pkg_src, os.path.join(lib, "guest"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _write(os.path.join(lib, "__init__.py"), '"""kata-npu guest subset."""\n', 0o644)
+    _precompile(os.path.join(guest_root, LIB_DIR), seen_as)
     hook = os.path.join(guest_root, HOOK_DIR, HOOK_NAME)
-    _write(hook, script(python, "prestart", config=config), 0o755)
+    lib_at = os.path.join(seen_as, LIB_DIR)
+    _write(hook, script(python, "prestart", lib_at, config), 0o755)
     boot = os.path.join(guest_root, CDI_SCRIPT)
-    _write(boot, script(python, "cdi", config=config), 0o755)
+    _write(boot, script(python, "cdi", lib_at, config), 0o755)
     hooks_d = os.path.join(guest_root, HOOKS_D)
     _write(hooks_d, json.dumps({
         "version": "1.0.0",

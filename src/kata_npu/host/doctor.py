@@ -131,8 +131,11 @@ def check_iommu(paths: HostPaths) -> Check:
             why.append("the firmware describes no IOMMU (no ACPI DMAR/IVRS/IORT)")
         elif not units:
             why.append("no IOMMU unit registered in /sys/class/iommu")
+        offs = [f"{k}={v}" for k, v in flags.items() if v == "off"]
+        remedy = (f"Remove `{' '.join(offs)}` from the kernel command line (GRUB_CMDLINE_LINUX in /etc/default/grub). "
+                  if offs else "") + _enable_remedy(paths)
         return Check("iommu", FAIL, "IOMMU is off: no groups under /sys/kernel/iommu_groups"
-                     + (" (" + "; ".join(why) + ")" if why else ""), _enable_remedy(paths), details)
+                     + (" (" + "; ".join(why) + ")" if why else ""), remedy, details)
     mode = "passthrough (iommu=pt)" if flags.get("iommu") == "pt" or flags.get("iommu.passthrough") == "1" else "translated"
     how = ", ".join(kinds) if kinds else "unknown unit"
     return Check("iommu", PASS, f"IOMMU on: {len(groups)} groups, {how}, host DMA {mode}", "", details)

@@ -37,6 +37,8 @@ def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
         if len(parts) != 3 or parts[0] != "alias" or not parts[1].startswith("vfio_pci:"):
             continue
         pattern = "pci:" + parts[1][len("vfio_pci:"):]
+        if parts[2] == DEFAULT_MODULE:
+            continue  # vfio_pci itself carries a match-all vfio_pci: alias (seen on Debian 6.1): not a variant
         if fnmatch.fnmatchcase(modalias, pattern):
             score = -pattern.count("*")
             if best is None or score > best[0]:

@@ -1,0 +1,1 @@
+"""Kata Containers configuration for NPU passthrough: render, drop-in, check, glue."""

@@ -1,0 +1,165 @@
+"""Lint an existing Kata configuration for NPU passthrough. Pure over the parsed document."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import schema
+from .values import NpuDevice
+
+ERROR, WARNING = "error", "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    code: str
+    key: str
+    message: str
+    fix: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _flatten(doc: dict, prefix: str = "") -> dict[str, dict]:
+    """Tables that hold scalar keys, by dotted name."""
+    out: dict[str, dict] = {}
+    scalars = {k: v for k, v in doc.items() if not isinstance(v, dict)}
+    if prefix:
+        out[prefix] = scalars
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...] = (), dropin: bool = False) -> list[Finding]:
+    f: list[Finding] = []
+    add = lambda *a: f.append(Finding(*a))  # noqa: E731
+    tables = _flatten(doc)
+    for top in doc:
+        if top in schema.REMOVED_SECTIONS:
+            add(ERROR, "removed-section", f"[{top}]", f"[{top}] is not accepted by Kata 3.x", schema.REMOVED_SECTIONS[top])
+    hyp_sections = [t for t in tables if t.startswith("hypervisor.")]
+    for name, keys in tables.items():
+        if name.split(".")[0] in schema.REMOVED_SECTIONS:
+            continue
+        known = schema.SECTIONS.get(name)
+        if known is None and name.startswith("agent."):
+            known = schema.AGENT_KEYS
+        for k in keys:
+            if k in schema.REMOVED_KEYS:
+                add(ERROR, "removed-key", f"{name}.{k}", f"{k} was removed from Kata", schema.REMOVED_KEYS[k])
+            elif name == "runtime" and k in schema.RUNTIME_RS_MARKERS:
+                continue
+            elif known is not None and k not in known:
+                add(WARNING, "unknown-key", f"{name}.{k}", f"{k} is not a key Kata 3.x accepts in [{name}]",
+                    "delete it (typo or option from another runtime/version)")
+        if known is None and name not in ("hypervisor", "agent") and not name.startswith("hypervisor."):
+            add(WARNING, "unknown-section", f"[{name}]", f"[{name}] is not a section the QEMU configuration uses", "delete it")
+
+    hyp = tables.get("hypervisor.qemu")
+    if hyp is None:
+        if not dropin:
+            other = ", ".join(hyp_sections) or "none"
+            add(ERROR, "no-qemu", "[hypervisor.qemu]", f"no [hypervisor.qemu] section (hypervisor sections: {other})",
+                "NPU passthrough is supported with QEMU: use configuration-qemu-npu.toml from `kata-npu config render`")
+        hyp = {}
+    runtime = tables.get("runtime", {})
+    groups = sorted({d.group for d in devices})
+
+    cold, hot = hyp.get("cold_plug_vfio", "no-port"), hyp.get("hot_plug_vfio", "no-port")
+    for key, val in (("cold_plug_vfio", cold), ("hot_plug_vfio", hot)):
+        if val not in schema.VFIO_PORTS:
+            add(ERROR, "vfio-port-value", f"hypervisor.qemu.{key}", f"{key} = {val!r} is not a port type",
+                f"use one of {', '.join(schema.VFIO_PORTS)}")
+    if not dropin or "cold_plug_vfio" in hyp or "hot_plug_vfio" in hyp:
+        if cold == "no-port" and hot == "no-port":
+            add(ERROR, "vfio-port-unset", "hypervisor.qemu.cold_plug_vfio",
+                "neither cold_plug_vfio nor hot_plug_vfio is set: Kata refuses VFIO devices "
+                "(\"cold_plug_vfio= or hot_plug_vfio= port is not set\")",
+                'set cold_plug_vfio = "root-port" and pcie_root_port to the number of IOMMU groups')
+        elif cold != "no-port" and hot != "no-port":
+            add(ERROR, "vfio-port-both", "hypervisor.qemu.hot_plug_vfio", "cold_plug_vfio and hot_plug_vfio are both set",
+                'keep cold_plug_vfio = "root-port" and set hot_plug_vfio = "no-port"')
+        elif hot != "no-port":
+            add(WARNING, "hot-plug", "hypervisor.qemu.hot_plug_vfio",
+                "hot-plug places devices after boot: large BARs may not fit the hotplug window and the guest sees devices late",
+                'prefer cold_plug_vfio = "root-port" with hot_plug_vfio = "no-port"')
+    ports = hyp.get("pcie_root_port", 0)
+    uses_root_port = "root-port" in (cold, hot)
+    if uses_root_port and ports < max(1, len(groups)):
+        add(ERROR, "root-ports", "hypervisor.qemu.pcie_root_port",
+            f"pcie_root_port = {ports} but {len(groups) or 1} IOMMU group(s) must be passed" + (f" (groups {', '.join(map(str, groups))})" if groups else ""),
+            f"set pcie_root_port = {max(1, len(groups))}")
+
+    mt = hyp.get("machine_type")
+    want = schema.MACHINE_TYPES.get(arch)
+    if mt is not None and want and mt != want:
+        add(ERROR, "machine-type", "hypervisor.qemu.machine_type", f"machine_type = {mt!r} on {arch}", f'set machine_type = "{want}"')
+    if arch == "aarch64" and "firmware" in hyp | ({} if dropin else {"firmware": None}) and not hyp.get("firmware"):
+        add(ERROR, "firmware", "hypervisor.qemu.firmware", "no UEFI firmware on aarch64: the virt machine cannot enumerate the PCIe devices",
+            f'set firmware = "{schema.DEFAULT_FIRMWARE["aarch64"]}" (AAVMF/edk2 code image of your distribution)')
+
+    mmio = sum(d.mmio64 for d in devices)
+    params = str(hyp.get("kernel_params", "")).split()
+    if arch == "x86_64" and mmio > schema.MMIO64_WINDOW["x86_64"] and (not dropin or "kernel_params" in hyp):
+        missing = [p for p in schema.LARGE_BAR_KERNEL_PARAMS if p not in params]
+        if missing:
+            add(ERROR, "large-bar", "hypervisor.qemu.kernel_params",
+                f"the devices need {mmio // schema.GiB} GiB of 64-bit MMIO, above q35's default 32 GiB PCI hole; "
+                "the guest cannot map their BARs", f"add {' '.join(missing)} to kernel_params and cold-plug the devices")
+    mem, maxmem = hyp.get("default_memory"), hyp.get("default_maxmemory", 0)
+    if isinstance(mem, int) and isinstance(maxmem, int) and maxmem and maxmem < mem:
+        add(ERROR, "memory", "hypervisor.qemu.default_maxmemory", f"default_maxmemory {maxmem} < default_memory {mem}",
+            "raise default_maxmemory or set it to 0 (host RAM)")
+    if isinstance(mem, int) and mem < 4096 and devices:
+        add(WARNING, "memory", "hypervisor.qemu.default_memory", f"default_memory = {mem} MiB is small for the NPU driver and runtime",
+            f"set default_memory >= {8192 + 2048 * len(devices)}")
+
+    if not dropin or "guest_hook_path" in hyp:
+        ghp = hyp.get("guest_hook_path")
+        if not ghp:
+            add(ERROR, "guest-hook-path", "hypervisor.qemu.guest_hook_path", "guest_hook_path is unset: the kata-npu guest hook never runs",
+                f'set guest_hook_path = "{schema.GUEST_HOOK_PATH}"')
+        elif ghp.rstrip("/") != schema.GUEST_HOOK_PATH:
+            add(WARNING, "guest-hook-path", "hypervisor.qemu.guest_hook_path", f"guest_hook_path = {ghp!r} is not where the hook is installed",
+                f'set guest_hook_path = "{schema.GUEST_HOOK_PATH}"')
+    vm = runtime.get("vfio_mode")
+    if vm is not None and vm not in schema.VFIO_MODES:
+        add(ERROR, "vfio-mode", "runtime.vfio_mode", f"vfio_mode = {vm!r} is not a mode", 'set vfio_mode = "guest-kernel"')
+    elif (vm if vm is not None else (None if dropin else "vfio")) not in (None, "guest-kernel"):
+        add(WARNING, "vfio-mode", "runtime.vfio_mode", f"vfio_mode = {(vm or 'vfio')!r}: the guest NPU driver does not claim the device",
+            'set vfio_mode = "guest-kernel"')
+    if any(k in runtime for k in schema.RUNTIME_RS_MARKERS) or any(t.startswith("hypervisor.dragonball") for t in tables):
+        add(ERROR, "runtime-rs", "runtime", "this is a runtime-rs configuration: runtime-rs passes the OCI spec's hooks on, "
+            "and kata-agent >= 3.8.0 then ignores guest_hook_path hooks",
+            "use the Go runtime (containerd-shim-kata-v2) with configuration-qemu-npu.toml")
+    return f
+
+
+def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config") -> list[Finding]:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source} is not valid TOML: {e}") from None
+    return check_doc(doc, arch, devices, dropin)
+
+
+def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None) -> list[Finding]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read {p}: {e.strerror}") from None
+    if dropin is None:
+        dropin = p.parent.name == "config.d"
+    return check_text(text, arch, devices, dropin, str(p))
+
+
+def has_errors(findings: list[Finding]) -> bool:
+    return any(x.severity == ERROR for x in findings)

@@ -1,0 +1,271 @@
+"""The hook under Debian's real runc, asserted from inside the container.
+
+cgroup v1 with a deny-all devices whitelist on both a pod-level cgroup and the
+container's own (what kata 3.3–3.13 guests do), so a node that exists but was
+not admitted fails with EPERM.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runcenv import MGMT, PROBE, PYTHON, Bundle, chip_numbers, make_bundle, parse_probe, runc_missing_reason
+
+pytestmark = pytest.mark.runc
+
+_reason = runc_missing_reason()
+if _reason:
+    pytestmark = [pytest.mark.runc, pytest.mark.skip(reason=_reason)]
+
+EPERM = "Operation not permitted"
+
+
+@pytest.fixture
+def bundle(tmp_path) -> Bundle:
+    b = make_bundle(tmp_path)
+    yield b
+    b.cleanup()
+
+
+def _hex(n: int) -> str:
+    return format(n, "x")
+
+
+def assert_all_chips(res: dict, chips=range(8)) -> None:
+    for i in chips:
+        path = f"/dev/davinci{i}"
+        ma, mi = chip_numbers(i)
+        assert res["nodes"][path].split()[-3:] == [_hex(ma), _hex(mi), "666"], res["lines"]
+        assert EPERM not in res["open"][path], f"{path} present but not admitted: {res['open'][path]}"
+    for name, (ma, mi) in MGMT.items():
+        path = f"/dev/{name}"
+        assert res["nodes"][path].split()[-3:] == [_hex(ma), _hex(mi), "666"]
+        assert EPERM not in res["open"][path]
+    # The three stand-ins with a real driver behind them really open.
+    for path in ("/dev/davinci0", "/dev/davinci1", "/dev/davinci_manager"):
+        if path in res["open"]:
+            assert res["open"][path] == "ok", res["open"][path]
+
+
+def assert_driver_ro(res: dict) -> None:
+    for target in ("/usr/local/Ascend/driver/lib64", "/usr/local/Ascend/driver/include", "/usr/local/dcmi",
+                   "/usr/local/bin/npu-smi", "/var/queue_schedule", "/usr/local/Ascend/driver/version.info",
+                   "/etc/ascend_install.info"):
+        assert "ro" in res["mounts"][target], (target, res["mounts"])
+    assert "VERSION Version=24.1.rc2" in res["lines"]
+    assert any(l.startswith("TOUCH ") and "Read-only file system" in l for l in res["lines"])
+
+
+@pytest.mark.parametrize("stage", ["prestart", "createRuntime"])
+def test_all_chips_nodes_mounts_cgroup(bundle, stage):
+    bundle.write_config(PROBE, hooks={stage: [bundle.module_hook()]})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    res = parse_probe(r.stdout)
+    assert "DONE" in res["lines"]
+    assert_all_chips(res)
+    assert_driver_ro(res)
+    st = bundle.status()
+    assert st["ok"] is True and st["nodes_created"] == 11 and st["mounts_created"] == 7
+    # Both the pod level and the container level were deny-all; both got the rules.
+    levels = {w.split(":")[0] for w in st["cgroup_writes"]}
+    assert len(levels) == 2
+
+
+def test_without_hook_the_nodes_are_absent(bundle):
+    """Control: the same bundle without the hook sees no NPU nodes and no driver tree."""
+    bundle.write_config(PROBE, hooks={})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    res = parse_probe(r.stdout)
+    assert res["nodes"] == {} and res["mounts"] == {}
+
+
+def test_visible_devices_one(bundle):
+    # CAP_MKNOD lets the container make davinci0 itself: it must still get EPERM (not admitted).
+    script = PROBE + 'mknod /dev/x c 10 235 && dd if=/dev/x of=/dev/null bs=1 count=0 2>&1 | sed "s/^/SELF /"\n'
+    bundle.write_config(script, env=["ASCEND_VISIBLE_DEVICES=1"], hooks={"prestart": [bundle.module_hook()]},
+                        mknod=True)
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    res = parse_probe(r.stdout)
+    chips = sorted(p for p in res["nodes"] if p[len("/dev/davinci"):].isdigit())
+    assert chips == ["/dev/davinci1"]
+    assert res["open"]["/dev/davinci1"] == "ok"
+    assert {"/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"} <= set(res["nodes"])
+    assert any(l.startswith("SELF ") and EPERM in l for l in res["lines"]), res["lines"]
+
+
+def test_visible_devices_void_and_nodrv(bundle):
+    bundle.write_config(PROBE, env=["ASCEND_VISIBLE_DEVICES=0-1,4", "ASCEND_RUNTIME_OPTIONS=NODRV"],
+                        hooks={"prestart": [bundle.module_hook()]})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    res = parse_probe(r.stdout)
+    chips = sorted(p for p in res["nodes"] if p[len("/dev/davinci"):].isdigit())
+    assert chips == ["/dev/davinci0", "/dev/davinci1", "/dev/davinci4"]
+    assert res["mounts"] == {}
+
+
+def test_missing_index_refuses_container(bundle):
+    bundle.write_config("echo RAN", env=["ASCEND_VISIBLE_DEVICES=9"], hooks={"prestart": [bundle.module_hook()]})
+    r = bundle.run()
+    assert r.returncode != 0
+    assert "RAN" not in r.stdout
+    assert "ASCEND_VISIBLE_DEVICES asks for NPU 9" in r.stderr
+    assert "Traceback" not in r.stderr
+    st = bundle.status()
+    assert st["ok"] is False and "NPU 9" in st["message"]
+    assert "NPU 9" in bundle.kmsg.read_text()
+
+
+def test_idempotent_second_and_third_run(bundle):
+    h = bundle.module_hook()
+    bundle.write_config(PROBE, hooks={"prestart": [h, h], "createRuntime": [h]})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    assert_all_chips(parse_probe(r.stdout))
+    st = bundle.status()  # the last (third) run
+    assert st["ok"] and st["nodes_created"] == 0 and st["mounts_created"] == 0 and st["cgroup_writes"] == []
+    # One mount per target, not three stacked.
+    res = parse_probe(r.stdout)
+    lines = [l for l in res["lines"] if l.startswith("MOUNT /usr/local/dcmi ")]
+    assert len(lines) == 1
+
+
+def test_kata_style_empty_env_installed_file(bundle, tmp_path):
+    """As kata-agent runs it: installed regular file, argv [name, "prestart"], env empty."""
+    from kata_npu.guest import install
+
+    guest = tmp_path / "guest"
+    cfg = tmp_path / "hook.json"
+    cfg.write_text(
+        '{"dev_root": "%s", "driver_root": "%s", "run_dir": "%s", "kmsg": "%s"}'
+        % (bundle.devroot, bundle.driver_root, bundle.run_dir, bundle.kmsg))
+    install.install(str(guest), python=PYTHON, check_python=False, config=str(cfg), seen_as=str(guest))
+    hook = guest / install.HOOK_DIR / install.HOOK_NAME
+    assert hook.is_file() and not hook.is_symlink() and os.access(hook, os.X_OK)
+    bundle.write_config(PROBE, hooks={"prestart": [{"path": str(hook), "args": [hook.name, "prestart"],
+                                                    "env": [], "timeout": 10}]})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    res = parse_probe(r.stdout)
+    assert_all_chips(res)
+    assert_driver_ro(res)
+
+
+def _hostile_run(bundle: Bundle, hook: dict) -> subprocess.CompletedProcess:
+    bundle.write_config("echo RAN", hooks={"prestart": [hook]})
+    return bundle.run()
+
+
+def test_hostile_dev_symlink_refused(bundle, tmp_path):
+    outside = tmp_path / "outside-dev"
+    outside.mkdir()
+    os.rmdir(bundle.rootfs / "dev")
+    os.symlink(str(outside), bundle.rootfs / "dev")
+    r = _hostile_run(bundle, bundle.module_hook())
+    assert r.returncode != 0 and "RAN" not in r.stdout
+    # runc 1.1.5 itself drops its /dev/fd, stdin... symlinks there; the hook must add nothing.
+    leaked = [p.name for p in outside.iterdir() if not p.is_symlink()]
+    assert leaked == []
+    st = bundle.status()
+    assert st["ok"] is False and "/dev is a symlink" in st["message"]
+
+
+def test_hostile_driver_parent_symlink_refused(bundle, tmp_path):
+    fake_etc = tmp_path / "host-etc"
+    fake_etc.mkdir()
+    (fake_etc / "passwd").write_text("root:x:0:0\n")
+    os.symlink(str(fake_etc), bundle.rootfs / "usr/local/Ascend")
+    r = _hostile_run(bundle, bundle.module_hook())
+    assert r.returncode != 0 and "RAN" not in r.stdout
+    assert sorted(p.name for p in fake_etc.iterdir()) == ["passwd"]
+    st = bundle.status()
+    assert st["ok"] is False and "/usr/local/Ascend is a symlink" in st["message"]
+    assert "Traceback" not in r.stderr
+
+
+def test_hostile_relative_symlink_in_dev_name(bundle, tmp_path):
+    """A planted /usr/local/bin/npu-smi symlink (file target) is refused, not replaced."""
+    (bundle.rootfs / "usr/local/bin").mkdir(parents=True)
+    os.symlink("/etc/shadow", bundle.rootfs / "usr/local/bin/npu-smi")
+    r = _hostile_run(bundle, bundle.module_hook())
+    assert r.returncode != 0 and "RAN" not in r.stdout
+    assert "npu-smi exists and is not a regular file" in bundle.status()["message"]
+
+
+def _wrap_ignore_exit(hook: dict) -> dict:
+    """Emulate kata ≥ 3.1, which logs a failing hook and starts the container anyway."""
+    quoted = " ".join("'" + a.replace("'", "'\\''") + "'" for a in hook["args"])
+    return {"path": "/bin/busybox", "args": ["sh", "-c", f"{quoted}; exit 0"], "env": hook["env"], "timeout": 10}
+
+
+def test_failure_without_strict_kata_semantics_container_runs(bundle):
+    """Control for strict mode: with the exit status ignored, a failed hook lets the container run."""
+    bundle.write_config("echo RAN", env=["ASCEND_VISIBLE_DEVICES=9"],
+                        hooks={"prestart": [_wrap_ignore_exit(bundle.module_hook())]})
+    r = bundle.run()
+    assert r.returncode == 0 and "RAN" in r.stdout
+    assert bundle.status()["ok"] is False
+
+
+@pytest.mark.parametrize("how", ["container-env", "hook-config"])
+def test_strict_kills_init_even_when_exit_is_ignored(bundle, how):
+    env = ["ASCEND_VISIBLE_DEVICES=9"]
+    extra = None
+    if how == "container-env":
+        env.append("KATA_NPU_HOOK_STRICT=1")
+    else:
+        extra = {"KATA_NPU_HOOK_STRICT": "1"}
+    bundle.write_config("echo RAN", env=env, hooks={"prestart": [_wrap_ignore_exit(bundle.module_hook(extra))]})
+    r = bundle.run()
+    assert "RAN" not in r.stdout
+    assert r.returncode != 0
+    st = bundle.status()
+    assert st["ok"] is False and st["strict"] is True and st["killed"] is True
+
+
+@pytest.mark.parametrize("stdin,needle", [
+    (b"", "no OCI state"),
+    (b"{not json", "not valid JSON"),
+    (b'{"id": "x", "pid": 0, "bundle": "/b", "status": "creating"}', "pid 0"),
+    (b'{"id": "x", "pid": 999999999, "bundle": "/nonexistent-bundle", "status": "creating"}', "cannot open bundle config"),
+    (b"[1,2]", "not a JSON object"),
+    (b"x" * 70000, "larger than"),
+], ids=["empty", "not-json", "pid0", "no-bundle", "array", "oversized"])
+def test_malformed_state_one_line_error(tmp_path, stdin, needle):
+    env = {"KATA_NPU_RUN_DIR": str(tmp_path / "run"), "KATA_NPU_KMSG": str(tmp_path / "kmsg")}
+    r = subprocess.run([PYTHON, "-I", "-m", "kata_npu.guest.hook", "prestart"], input=stdin,
+                       capture_output=True, env=env, timeout=30)
+    err = r.stderr.decode()
+    assert r.returncode == 1
+    assert needle in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert (tmp_path / "run" / "last-error.json").exists()
+
+
+def test_dead_pid(bundle, tmp_path):
+    p = subprocess.Popen(["/bin/busybox", "true"])
+    p.wait()
+    state = f'{{"id": "x1", "pid": {p.pid}, "bundle": "{bundle.dir}", "status": "created"}}'
+    bundle.write_config("true")
+    env = {"KATA_NPU_RUN_DIR": str(bundle.run_dir), "KATA_NPU_KMSG": str(bundle.kmsg)}
+    r = subprocess.run([PYTHON, "-I", "-m", "kata_npu.guest.hook", "prestart"], input=state.encode(),
+                       capture_output=True, env=env, timeout=30)
+    assert r.returncode == 1 and f"container pid {p.pid} is not running" in r.stderr.decode()
+
+
+def test_strict_applies_when_hook_config_is_broken(bundle):
+    bad = bundle.dir / "bad-hook.json"
+    bad.write_text("{broken")
+    hook = _wrap_ignore_exit(bundle.module_hook({"KATA_NPU_HOOK_CONFIG": str(bad)}))
+    bundle.write_config("echo RAN", env=["KATA_NPU_HOOK_STRICT=1"], hooks={"prestart": [hook]})
+    r = bundle.run()
+    assert "RAN" not in r.stdout and r.returncode != 0
+    st = bundle.status()
+    assert st["killed"] is True and "bad-hook.json is not valid JSON" in st["message"]

@@ -1,0 +1,380 @@
+"""Unit tests on fake trees: discovery, selection, config, CDI output, cgroup v1 planning, install."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kata_npu.guest import cdi, cgroup, config, discover, install, jsonlite
+from kata_npu.guest import selection as select
+from kata_npu.guest.hook import main as hook_main
+from kata_npu.guest.inject import Root, make_node
+from kata_npu.guest.model import Chip, DeviceNode, Discovery, HookError, Mount
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod of character devices needs root")
+
+
+# ---------------------------------------------------------------- selection syntax
+@pytest.mark.parametrize("text,want", [
+    ("0,1", [0, 1]), ("0-3", [0, 1, 2, 3]), ("0-1,4", [0, 1, 4]), (" 2 ", [2]), ("3,3,1-3", [3, 1, 2]),
+    ("void", []), ("VOID", []), ("all", None), ("", []),
+])
+def test_parse_visible(text, want):
+    assert select.parse_visible(text) == want
+
+
+@pytest.mark.parametrize("text", ["a", "3-1", "1-", "-1", "0x1", "1,,2", "\u0661", "1-99999", "1;2"])
+def test_parse_visible_rejects(text):
+    with pytest.raises(HookError, match="ASCEND_VISIBLE_DEVICES"):
+        select.parse_visible(text)
+
+
+def test_pci_selection():
+    env = {"PCIDEVICE_HUAWEI_COM_ASCEND910": "0000:01:00.0, 02:00.0", "PATH": "/bin"}
+    assert select.pci_selection(env) == ["0000:01:00.0", "0000:02:00.0"]
+    assert select.pci_selection({"PATH": "/bin"}) is None
+    with pytest.raises(HookError, match="not a PCI address"):
+        select.pci_selection({"PCIDEVICE_X": "zz:00.0"})
+
+
+def _disc(n=4, pci=True) -> Discovery:
+    chips = [Chip(i, DeviceNode(f"/dev/davinci{i}", "c", 236, i), f"0000:0{i + 1}:00.0" if pci else None)
+             for i in range(n)]
+    mgmt = [DeviceNode("/dev/davinci_manager", "c", 237, 0)]
+    return Discovery(chips, mgmt, [Mount("/usr/local/dcmi", "/usr/local/dcmi", True)])
+
+
+def test_select_default_is_all():
+    e = select.select(_disc(), {})
+    assert [n.path for n in e.nodes] == ["/dev/davinci0", "/dev/davinci1", "/dev/davinci2", "/dev/davinci3",
+                                         "/dev/davinci_manager"]
+    assert e.cgroup_rules()[0] == "c 236:0 rwm" and len(e.mounts) == 1
+
+
+def test_select_visible_missing_index_is_error():
+    with pytest.raises(HookError, match="asks for NPU 7; guest has 0,1,2,3"):
+        select.select(_disc(), {"ASCEND_VISIBLE_DEVICES": "1,7"})
+
+
+def test_select_void_gives_nothing_and_nodrv():
+    assert select.select(_disc(), {"ASCEND_VISIBLE_DEVICES": "void"}).nodes == []
+    e = select.select(_disc(), {"ASCEND_RUNTIME_OPTIONS": "VIRTUAL,NODRV"})
+    assert e.mounts == [] and len(e.nodes) == 5
+    assert select.select(_disc(), {}, no_driver=True).mounts == []
+
+
+def test_select_pcidevice():
+    e = select.select(_disc(), {"PCIDEVICE_HUAWEI_COM_ASCEND910": "0000:02:00.0,0000:04:00.0"})
+    assert [n.path for n in e.nodes][:2] == ["/dev/davinci1", "/dev/davinci3"]
+    with pytest.raises(HookError, match="0000:09:00.0"):
+        select.select(_disc(), {"PCIDEVICE_X": "0000:09:00.0"})
+    with pytest.raises(HookError, match="no /dev/davinciN maps"):
+        select.select(_disc(pci=False), {"PCIDEVICE_X": "0000:01:00.0"})
+
+
+# ---------------------------------------------------------------- discovery on a fake tree
+@pytest.fixture
+def fake_dev(tmp_path) -> Path:
+    d = tmp_path / "dev"
+    d.mkdir()
+    if os.geteuid() == 0:
+        for name, (ma, mi) in {"davinci10": (236, 10), "davinci0": (236, 0), "davinci3": (236, 3),
+                               "davinci_manager": (237, 0), "devmm_svm": (238, 0), "vdavinci100": (236, 100),
+                               "svm0": (239, 0)}.items():
+            os.mknod(d / name, 0o20600, os.makedev(ma, mi))
+        os.mknod(d / "davinci4", 0o60600, os.makedev(8, 0))  # block device: kept with its type
+    (d / "davinci5").write_text("regular file, ignored")
+    os.symlink("davinci0", d / "davinci6")  # symlink, ignored
+    (d / "davinciX").write_text("")
+    return d
+
+
+@needs_root
+def test_discover_chips_and_management(fake_dev, tmp_path):
+    cfg = config.HookConfig(dev_root=str(fake_dev), sys_root=str(tmp_path / "sys"))
+    chips = discover.chips(cfg)
+    assert [c.index for c in chips] == [0, 3, 4, 10]
+    assert chips[0].node == DeviceNode("/dev/davinci0", "c", 236, 0, 0o666)
+    assert chips[2].node.kind == "b"
+    mgmt = [n.path for n in discover.management(cfg)]
+    assert mgmt == ["/dev/davinci_manager", "/dev/devmm_svm", "/dev/svm0", "/dev/vdavinci100"]
+
+
+@needs_root
+def test_discover_pci_link(fake_dev, tmp_path):
+    pci = tmp_path / "sys/devices/pci0000:00/0000:05:00.0"
+    pci.mkdir(parents=True)
+    link = tmp_path / "sys/dev/char/236:3"
+    link.mkdir(parents=True)
+    os.symlink(str(pci), link / "device")
+    cfg = config.HookConfig(dev_root=str(fake_dev), sys_root=str(tmp_path / "sys"))
+    by = {c.index: c.pci for c in discover.chips(cfg)}
+    assert by[3] == "0000:05:00.0" and by[0] is None
+
+
+def test_discover_missing_dev_root(tmp_path):
+    with pytest.raises(HookError, match="cannot list device root"):
+        discover.chips(config.HookConfig(dev_root=str(tmp_path / "nope")))
+
+
+def test_driver_mounts_present_only_and_symlinks(tmp_path):
+    root = tmp_path / "drv"
+    (root / "usr/local/Ascend/driver/lib64").mkdir(parents=True)
+    (root / "usr/local/Ascend/driver/version.info").write_text("v")
+    cfg = config.HookConfig(driver_root=str(root))
+    ms = discover.driver_mounts(cfg)
+    assert [(m.target, m.is_dir) for m in ms] == [("/usr/local/Ascend/driver/lib64", True),
+                                                  ("/usr/local/Ascend/driver/version.info", False)]
+    assert ms[0].source == str(root / "usr/local/Ascend/driver/lib64")
+    real = tmp_path / "real-dcmi"
+    real.mkdir()
+    os.symlink(str(real), root / "usr/local/dcmi")
+    with pytest.raises(HookError, match="through a symlink"):
+        discover.driver_mounts(cfg)
+    cfg.allow_link = True
+    assert [m.source for m in discover.driver_mounts(cfg) if m.target == "/usr/local/dcmi"] == [str(real)]
+    assert discover.discover(config.HookConfig(dev_root=str(tmp_path), driver_root=str(root),
+                                               no_driver=True)).mounts == []
+
+
+def test_is_bdf_and_index():
+    assert discover.is_bdf("0000:3b:00.7") and not discover.is_bdf("0000:3b:00.8")
+    assert not discover.is_bdf("0000:3B:00.0") and not discover.is_bdf("3b:00.0")
+    assert discover.davinci_index("davinci12") == 12
+    assert discover.davinci_index("davinci_manager") is None and discover.davinci_index("davinci") is None
+
+
+# ---------------------------------------------------------------- config
+def test_config_defaults_and_file(tmp_path):
+    cfg = config.load(str(tmp_path / "absent.json"), environ={})
+    assert cfg.dev_root == "/dev" and cfg.driver_paths[0] == "/usr/local/Ascend/driver/lib64"
+    assert "/var/queue_schedule" in cfg.driver_paths and "hisi_hdc" in cfg.management_nodes
+    f = tmp_path / "hook.json"
+    f.write_text(json.dumps({"driver_paths": ["/opt/x"], "allow_link": True, "management_nodes": ["foo"]}))
+    cfg = config.load(str(f), environ={"KATA_NPU_DEV_ROOT": "/tmp/d", "KATA_NPU_NO_DRIVER": "1"})
+    assert cfg.driver_paths == ("/opt/x",) and cfg.allow_link and cfg.management_nodes == ("foo",)
+    assert cfg.dev_root == "/tmp/d" and cfg.no_driver
+    cfg = config.load(None, environ={"KATA_NPU_HOOK_CONFIG": str(f)})
+    assert cfg.driver_paths == ("/opt/x",)
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("{bad", "not valid JSON"), ("[]", "must be an object"), ('{"colour": 1}', "unknown key"),
+    ('{"strict": "yes"}', "strict must be bool"), ('{"node_mode": true}', "node_mode must be int"),
+    ('{"driver_paths": ["rel/path"]}', "must be absolute"), ('{"driver_paths": ["/a/../etc"]}', "without '..'"),
+    ('{"management_nodes": ["../x"]}', "plain name"), ('{"driver_paths": [""]}', "non-empty"),
+])
+def test_config_rejects(tmp_path, body, needle):
+    f = tmp_path / "hook.json"
+    f.write_text(body)
+    with pytest.raises(HookError, match=needle.replace("(", r"\(")):
+        config.load(str(f), environ={})
+
+
+# ---------------------------------------------------------------- CDI
+def test_cdi_spec_shape():
+    spec = cdi.build_spec(_disc(3))
+    assert spec["cdiVersion"] == "0.5.0" and spec["kind"] == "ascend.com/npu"
+    assert [d["name"] for d in spec["devices"]] == ["0", "1", "2", "all"]
+    assert spec["devices"][1]["containerEdits"]["deviceNodes"] == [
+        {"path": "/dev/davinci1", "type": "c", "major": 236, "minor": 1, "fileMode": 0o666,
+         "permissions": "rwm", "uid": 0, "gid": 0}]
+    assert len(spec["devices"][-1]["containerEdits"]["deviceNodes"]) == 3
+    edits = spec["containerEdits"]
+    assert edits["deviceNodes"][0]["path"] == "/dev/davinci_manager"
+    assert edits["mounts"] == [{"hostPath": "/usr/local/dcmi", "containerPath": "/usr/local/dcmi",
+                                "options": ["ro", "nosuid", "nodev", "bind"]}]
+    assert "hooks" not in json.dumps(spec)  # a hooks object makes kata-agent >= 3.8 drop guest hooks
+
+
+def test_cdi_refuses_empty():
+    with pytest.raises(HookError, match="no /dev/davinciN"):
+        cdi.build_spec(Discovery())
+
+
+@needs_root
+def test_cdi_command_writes_atomically(fake_dev, tmp_path, monkeypatch):
+    out = tmp_path / "cdi"
+    monkeypatch.setenv("KATA_NPU_DEV_ROOT", str(fake_dev))
+    monkeypatch.setenv("KATA_NPU_DRIVER_ROOT", str(tmp_path / "nodriver"))
+    monkeypatch.setenv("KATA_NPU_HOOK_CONFIG", str(tmp_path / "none.json"))
+    assert hook_main(["kata-npu-hook", "cdi", "--output", str(out)]) == 0
+    assert assert_only_spec(out)
+    spec = json.loads((out / cdi.SPEC_NAME).read_text())
+    assert [d["name"] for d in spec["devices"]] == ["0", "3", "4", "10", "all"]
+    assert "mounts" not in spec["containerEdits"]
+    assert oct(stat.S_IMODE((out / cdi.SPEC_NAME).stat().st_mode)) == "0o644"
+    assert hook_main(["kata-npu-hook", "cdi", "--output", str(out)]) == 0  # rewrite in place
+    assert assert_only_spec(out)
+
+
+def assert_only_spec(out: Path) -> bool:
+    return sorted(p.name for p in out.iterdir()) == [cdi.SPEC_NAME]
+
+
+# ---------------------------------------------------------------- jsonlite
+@pytest.mark.parametrize("text", ['{"a": [1, 2.5, null, true, "x\\u00e9"]}', " [1] \n", '"s"', "{}"])
+def test_jsonlite_matches_json(text):
+    assert jsonlite.loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["{bad", "[1] x", "", "NaN", "[1,]", '{"a":1,}'])
+def test_jsonlite_rejects(text):
+    with pytest.raises(ValueError):
+        jsonlite.loads(text)
+
+
+def test_jsonlite_dumps_roundtrip():
+    d = {"b": [1, True, None, "é\"\n"], "a": 1.5, "c": {"x": False}}
+    assert json.loads(jsonlite.dumps(d)) == d
+
+
+# ---------------------------------------------------------------- cgroup v1 planning on a fake hierarchy
+def test_parse_proc_cgroup():
+    v1 = "12:devices:/kata_sandbox/ctr\n11:memory:/kata_sandbox/ctr\n0::/\n"
+    assert cgroup.parse_proc_cgroup(v1) == ("/kata_sandbox/ctr", "/")
+    assert cgroup.parse_proc_cgroup("0::/system.slice/x.scope\n") == (None, "/system.slice/x.scope")
+
+
+@pytest.mark.parametrize("listing,rule,ok", [
+    ("a *:* rwm", "c 236:0 rwm", True), ("c 236:* rwm", "c 236:1 rwm", True),
+    ("c 236:0 rw\nc *:* m", "c 236:0 rwm", True), ("c 236:0 rw", "c 236:0 rwm", False),
+    ("b 236:0 rwm", "c 236:0 rwm", False), ("c 1:3 rwm\nc *:* m", "c 236:0 rwm", False), ("", "c 1:1 r", False),
+])
+def test_rule_allowed(listing, rule, ok):
+    assert cgroup.rule_allowed(listing, rule) is ok
+
+
+def test_allow_v1_writes_each_restricting_level(tmp_path):
+    mount = tmp_path / "devices"
+    pod = mount / "pod"
+    ctr = pod / "ctr"
+    ctr.mkdir(parents=True)
+    (pod / "devices.list").write_text("c 236:0 rwm\n")
+    (ctr / "devices.list").write_text("c 1:3 rwm\n")
+    for d in (pod, ctr):
+        (d / "devices.allow").write_text("")
+    done = cgroup.allow_v1(str(mount), "/pod/ctr", ["c 236:0 rwm", "c 236:1 rwm"])
+    assert done == [f"{pod}: c 236:1 rwm", f"{ctr}: c 236:0 rwm", f"{ctr}: c 236:1 rwm"]
+    with pytest.raises(HookError, match="cannot read"):
+        cgroup.allow_v1(str(mount), "/missing", ["c 1:1 rwm"])
+
+
+def test_cgroup_allow_reads_proc(tmp_path):
+    proc = tmp_path / "proc/42"
+    proc.mkdir(parents=True)
+    (proc / "cgroup").write_text("3:devices:/p\n")
+    lvl = tmp_path / "cg/devices/p"
+    lvl.mkdir(parents=True)
+    (lvl / "devices.list").write_text("a *:* rwm\n")
+    assert cgroup.allow(str(tmp_path / "proc"), str(tmp_path / "cg"), 42, ["c 1:1 rwm"]) == []
+    (lvl / "devices.list").write_text("c 1:3 rwm\n")
+    (lvl / "devices.allow").write_text("")
+    assert cgroup.allow(str(tmp_path / "proc"), str(tmp_path / "cg"), 42, ["c 1:1 rwm"]) == [f"{lvl}: c 1:1 rwm"]
+    assert (lvl / "devices.allow").read_text() == "c 1:1 rwm"
+    # v2: the BPF query runs against the directory; a plain directory is not a cgroup.
+    (proc / "cgroup").write_text("0::/p\n")
+    with pytest.raises(HookError, match="BPF_PROG_QUERY"):
+        cgroup.allow(str(tmp_path / "proc"), str(tmp_path / "cg"), 42, ["c 1:1 rwm"])
+
+
+# ---------------------------------------------------------------- in-root path walking
+def test_root_walk_refuses_symlinks_and_dotdot(tmp_path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "usr/local").mkdir(parents=True)
+    os.symlink("/etc", rootfs / "usr/local/Ascend")
+    os.symlink("../../..", rootfs / "usr/up")
+    r = Root(str(rootfs))
+    try:
+        with pytest.raises(HookError, match="/usr/local/Ascend is a symlink"):
+            r.opendir("/usr/local/Ascend/driver", create=True)
+        with pytest.raises(HookError, match="/usr/up is a symlink"):
+            r.opendir("/usr/up/tmp", create=True)
+        with pytest.raises(HookError, match="'..'"):
+            r.opendir("/usr/../etc", create=True)
+        fd = r.opendir("/var/queue_schedule", create=True)
+        os.close(fd)
+        assert (rootfs / "var/queue_schedule").is_dir()
+    finally:
+        r.close()
+    assert not Path("/etc/driver").exists()
+
+
+@needs_root
+def test_make_node_idempotent_and_refuses_other_file(tmp_path):
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "dev").mkdir(parents=True)
+    r = Root(str(rootfs))
+    old = os.umask(0)
+    try:
+        n = DeviceNode("/dev/davinci0", "c", 1, 3, 0o666)
+        assert make_node(r, n) is True
+        st = os.stat(rootfs / "dev/davinci0", follow_symlinks=False)
+        assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+        assert stat.S_IMODE(st.st_mode) == 0o666
+        assert make_node(r, n) is False
+        os.symlink("/dev/null", rootfs / "dev/davinci1")
+        with pytest.raises(HookError, match="exists and is not c 1:5"):
+            make_node(r, DeviceNode("/dev/davinci1", "c", 1, 5))
+    finally:
+        os.umask(old)
+        r.close()
+
+
+# ---------------------------------------------------------------- install + entry point
+def test_install_regular_executable_files(tmp_path):
+    g = tmp_path / "guest"
+    (g / "usr/bin").mkdir(parents=True)
+    (g / "usr/bin/python3").write_text("")
+    (g / install.HOOK_DIR).mkdir(parents=True)
+    os.symlink("/bin/true", g / install.HOOK_DIR / install.HOOK_NAME)  # an old symlink is replaced
+    paths = install.install(str(g))
+    hook = g / install.HOOK_DIR / install.HOOK_NAME
+    assert not hook.is_symlink() and hook.is_file()
+    assert stat.S_IMODE(hook.stat().st_mode) == 0o755
+    text = hook.read_text()
+    assert text.startswith("#!/usr/bin/python3 -IS\n") and "'/usr/lib/kata-npu'" in text
+    assert (g / install.LIB_DIR / "kata_npu/guest/hook.py").is_file()
+    pyc = [p.name for p in (g / install.LIB_DIR).rglob("*.pyc")]
+    assert any(n.startswith("hook.") for n in pyc)  # precompiled: the guest rootfs may be read-only
+    hd = json.loads((g / install.HOOKS_D).read_text())
+    assert hd["hook"]["path"] == "/usr/share/oci/hooks/prestart/50-kata-npu" and hd["stages"] == ["prestart"]
+    assert "ExecStart=/usr/libexec/kata-npu/cdi-boot" in (g / install.UNIT).read_text()
+    assert len(paths) == 5
+    with pytest.raises(HookError, match="absolute"):
+        install.install(str(g), python="python3")
+    with pytest.raises(HookError, match="does not exist under guest root"):
+        install.install(str(g), python="/usr/bin/python3.99")
+
+
+def test_installed_copy_imports_standalone(tmp_path):
+    g = tmp_path / "guest"
+    install.install(str(g), python=sys.executable, check_python=False, seen_as=str(g))
+    hook = g / install.HOOK_DIR / install.HOOK_NAME
+    r = subprocess.run([str(hook), "--help"], capture_output=True, text=True, env={}, timeout=30)
+    assert r.returncode == 0 and "kata-npu-hook" in r.stdout
+
+
+def test_main_unknown_command(capsys):
+    assert hook_main(["kata-npu-hook", "frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_hook_import_path_is_lean():
+    """No typer/rich/jinja2/yaml, and none of re/enum/dataclasses/json/inspect (ms each at every start)."""
+    code = (f"import sys; sys.path.insert(0, {SRC!r}); import kata_npu.guest.hook as h; "
+            "from kata_npu.guest import cgroup, config, discover, inject, report, selection, state; "
+            "print(' '.join(sorted(sys.modules)))")
+    mods = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split())
+    assert "kata_npu.guest.inject" in mods
+    banned = {"typer", "rich", "jinja2", "yaml", "re", "enum", "dataclasses", "json", "inspect", "socket",
+              "signal", "ctypes"}
+    assert mods & banned == set()
