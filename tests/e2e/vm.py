@@ -79,6 +79,8 @@ mount -t devtmpfs dev /dev
 for m in $(cat /modules.order); do insmod /lib/modules/$m 2>/dev/null; done
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /host || { echo "E2E: 9p root mount failed"; poweroff -f; }
+mkdir -p /hostall
+mount --bind /host /hostall
 mount --bind /proc /host/proc
 mount --bind /sys /host/sys
 mount --bind /dev /host/dev
@@ -87,6 +89,13 @@ mount -t tmpfs run /host/run
 mount -t tmpfs varlib /host/var/lib
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 mailbox /host/mnt || { echo "E2E: mailbox mount failed"; poweroff -f; }
 mkdir -p /host/dev/pts
+# host paths the tmpfs mounts hide (a checkout or venv under /tmp): bind them back, read-only
+if [ -e /host/mnt/keep ]; then
+  while read -r p; do
+    [ -d "/hostall$p" ] || continue
+    mkdir -p "/host$p" && mount --bind "/hostall$p" "/host$p"
+  done < /host/mnt/keep
+fi
 echo "E2E: ready $(uname -r)" > /host/mnt/ready
 echo "E2E: ready"
 cd /host/mnt
@@ -220,6 +229,25 @@ class VM:
         return int(os.path.basename(self.ok(f"readlink /sys/bus/pci/devices/{addr}/iommu_group").strip()))
 
 
+MASKED = ("/tmp", "/run", "/var/lib")  # tmpfs in the VM
+
+
+def hidden_host_paths() -> list[str]:
+    """Directories the VM needs (this checkout, the installed package, the interpreter's prefix) that sit
+    under a path the VM covers with tmpfs; CI may clone into /tmp."""
+    import kata_npu
+    wanted = [Path(__file__).resolve().parents[2], Path(kata_npu.__file__).resolve().parent,
+              Path(sys.prefix).resolve(), Path(sys.executable).resolve().parent]
+    kata = shutil.which("kata-npu")
+    if kata:
+        wanted.append(Path(kata).resolve().parent)
+    out: list[str] = []
+    for p in wanted:
+        if any(p == Path(m) or Path(m) in p.parents for m in MASKED) and str(p) not in out:
+            out.append(str(p))
+    return out
+
+
 def host_env() -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     kata = shutil.which("kata-npu")
@@ -237,6 +265,7 @@ def boot_vm(layout: Layout | None = None, cmdline_extra: str = "", iommu: bool =
     work = Path(tempfile.mkdtemp(prefix="kata-npu-vm-"))
     mailbox = work / "mailbox"
     mailbox.mkdir()
+    (mailbox / "keep").write_text("".join(p + "\n" for p in hidden_host_paths()))
     console = work / "console.log"
     cmdline = "console=ttyS0 edd=off panic=-1 loglevel=4 " + ("intel_iommu=on iommu=pt " if iommu else "") + cmdline_extra
     machine = "q35,kernel-irqchip=split" if iommu_device else "q35"
