@@ -5,7 +5,8 @@ Reports medians of:
   hook        the hook's own wall time inside ``runc run``, measured between two busybox
               marker hooks ($EPOCHREALTIME) and corrected by the same markers without the hook
   runc        ``runc run`` wall time without the hook and with it; the difference is what a
-              container start pays
+              container start pays; also with a no-op prestart hook (busybox true), which
+              separates runc's own per-hook cost from the hook's
 
 Goals (issue 5): hook <= 1.5 x floor; runc-with-hook - runc-without <= 25 ms.
 Needs root, runc, busybox-static and a cgroup v1 devices hierarchy. Usage:
@@ -53,7 +54,7 @@ def install_once() -> Path:
     return GUEST / install.HOOK_DIR / install.HOOK_NAME
 
 
-def one_run(tmp: Path, with_hook: bool, markers: bool) -> tuple[float, float | None]:
+def one_run(tmp: Path, with_hook: bool, markers: bool, noop: bool = False) -> tuple[float, float | None]:
     """(runc run wall ms, marker interval ms or None) for one fresh container."""
     b = make_bundle(tmp)
     try:
@@ -66,6 +67,8 @@ def one_run(tmp: Path, with_hook: bool, markers: bool) -> tuple[float, float | N
             hooks.append(_marker(tmp / "t0"))
         if with_hook:
             hooks.append({"path": str(hook), "args": [hook.name, "prestart"], "env": [], "timeout": 10})
+        if noop:  # what runc charges for running any prestart hook at all
+            hooks.append({"path": "/bin/busybox", "args": ["true"], "env": []})
         if markers:
             hooks.append(_marker(tmp / "t1"))
         b.write_config("true", hooks={"prestart": hooks} if hooks else {})
@@ -84,9 +87,9 @@ def one_run(tmp: Path, with_hook: bool, markers: bool) -> tuple[float, float | N
         b.cleanup()
 
 
-def fresh(with_hook: bool, markers: bool) -> tuple[float, float | None]:
+def fresh(with_hook: bool, markers: bool, noop: bool = False) -> tuple[float, float | None]:
     with tempfile.TemporaryDirectory(prefix="bench-hook-") as d:
-        return one_run(Path(d), with_hook, markers)
+        return one_run(Path(d), with_hook, markers, noop)
 
 
 def main() -> int:
@@ -103,14 +106,15 @@ def main() -> int:
     HOOK = install_once()
     # Warm caches once.
     one_run(Path(tempfile.mkdtemp(prefix="bench-hook-warm-")), True, True)
-    # Round-robin the five series so the machine's background load hits each alike.
-    fl, gaps_hook, gaps_none, runc_none, runc_hook = [], [], [], [], []
+    # Round-robin the six series so the machine's background load hits each alike.
+    fl, gaps_hook, gaps_none, runc_none, runc_hook, runc_noop = [], [], [], [], [], []
     for _ in range(a.n):
         fl.append(floor_once())
         gaps_hook.append(fresh(True, True)[1])
         gaps_none.append(fresh(False, True)[1])
         runc_none.append(fresh(False, False)[0])
         runc_hook.append(fresh(True, False)[0])
+        runc_noop.append(fresh(False, False, noop=True)[0])
     hook_ms = med(gaps_hook) - med(gaps_none)
     res = {
         "n": a.n,
@@ -120,6 +124,8 @@ def main() -> int:
         "runc_without_hook_ms": round(med(runc_none), 2),
         "runc_with_hook_ms": round(med(runc_hook), 2),
         "added_to_runc_ms": round(med(runc_hook) - med(runc_none), 2),
+        "runc_with_noop_hook_ms": round(med(runc_noop), 2),
+        "added_over_noop_hook_ms": round(med(runc_hook) - med(runc_noop), 2),
         "marker_gap_without_hook_ms": round(med(gaps_none), 2),
         "loadavg": os.getloadavg()[0],
     }

@@ -76,7 +76,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     a = ap.parse_args()
     lspci = shutil.which("lspci")
-    kata = shutil.which("kata-npu")
+    # The console script itself: a pyenv/asdf shim would add a bash start to every run.
+    beside = Path(sys.executable).parent / "kata-npu"
+    kata = str(beside) if beside.exists() else shutil.which("kata-npu")
     if not lspci or not kata:
         raise SystemExit("needs lspci (pciutils) and an installed kata-npu")
     with tempfile.TemporaryDirectory() as t:
@@ -93,11 +95,15 @@ def main() -> None:
         t_all = median_time([kata, "--root", str(root), "list", "--all", "--json"], a.runs)
         t_lspci = median_time([lspci, "-D", "-nn", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"], a.runs)
         t_py = median_time([sys.executable, "-I", "-S", "-c", "pass"], a.runs)
+        t_site = median_time([sys.executable, "-c", "pass"], a.runs)
         print(f"tree: {total} functions ({counts['npu']} NPUs, {counts['bridge']} root ports, {counts['other']} others)")
         print(f"lspci -D -nn                 median {t_lspci * 1000:7.1f} ms")
         print(f"kata-npu list --json         median {t_kata * 1000:7.1f} ms   ratio {t_kata / t_lspci:.2f}x lspci")
         print(f"kata-npu list --all --json   median {t_all * 1000:7.1f} ms   ratio {t_all / t_lspci:.2f}x lspci")
         print(f"python3 -I -S -c pass        median {t_py * 1000:7.1f} ms   (interpreter floor)")
+        print(f"python3 -c pass              median {t_site * 1000:7.1f} ms   (floor + site and its .pth files,"
+              " which every console script pays)")
+        print(f"script: {kata}")
 
 
 if __name__ == "__main__":

@@ -362,6 +362,21 @@ def test_installed_copy_imports_standalone(tmp_path):
     assert r.returncode == 0 and "kata-npu-hook" in r.stdout
 
 
+def test_installed_launcher_keeps_the_exit_status(tmp_path):
+    """The launcher leaves with os._exit: a failure must still exit 1 with its one-line error."""
+    g = tmp_path / "guest"
+    cfg = tmp_path / "hook.json"
+    cfg.write_text(json.dumps({"run_dir": str(tmp_path / "run"), "kmsg": str(tmp_path / "kmsg")}))
+    install.install(str(g), python=sys.executable, check_python=False, config=str(cfg), seen_as=str(g))
+    hook = g / install.HOOK_DIR / install.HOOK_NAME
+    r = subprocess.run([str(hook), "prestart"], input=b"{not json", capture_output=True, env={}, timeout=30)
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "not valid JSON" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "run" / "last-error.json").read_text())["ok"] is False
+    r = subprocess.run([str(hook), "frobnicate"], capture_output=True, env={}, timeout=30)
+    assert r.returncode == 2 and b"unknown command" in r.stderr
+
+
 def test_main_unknown_command(capsys):
     assert hook_main(["kata-npu-hook", "frobnicate"]) == 2
     assert "unknown command" in capsys.readouterr().err
