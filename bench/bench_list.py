@@ -96,6 +96,8 @@ def main() -> None:
         t_lspci = median_time([lspci, "-D", "-nn", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"], a.runs)
         t_py = median_time([sys.executable, "-I", "-S", "-c", "pass"], a.runs)
         t_site = median_time([sys.executable, "-c", "pass"], a.runs)
+        t_std = median_time([sys.executable, "-I", "-S", "-c", "import dataclasses, pathlib, json"], a.runs)
+        t_work, t_work_all = in_process(root, a.runs)
         print(f"tree: {total} functions ({counts['npu']} NPUs, {counts['bridge']} root ports, {counts['other']} others)")
         print(f"lspci -D -nn                 median {t_lspci * 1000:7.1f} ms")
         print(f"kata-npu list --json         median {t_kata * 1000:7.1f} ms   ratio {t_kata / t_lspci:.2f}x lspci")
@@ -103,7 +105,30 @@ def main() -> None:
         print(f"python3 -I -S -c pass        median {t_py * 1000:7.1f} ms   (interpreter floor)")
         print(f"python3 -c pass              median {t_site * 1000:7.1f} ms   (floor + site and its .pth files,"
               " which every console script pays)")
+        print(f"stdlib the design imports    median {t_std * 1000:7.1f} ms   "
+              "(python3 -I -S -c 'import dataclasses, pathlib, json')")
+        print(f"work in-process, list        median {t_work * 1000:7.1f} ms   (scan + JSON, imports done)")
+        print(f"work in-process, list --all  median {t_work_all * 1000:7.1f} ms")
         print(f"script: {kata}")
+
+
+def in_process(root: Path, runs: int) -> tuple[float, float]:
+    """The scan and the encoding alone, without interpreter start and imports."""
+    import contextlib
+    import io
+
+    from kata_npu.cli import run
+
+    out = []
+    for argv in (["--root", str(root), "list", "--json"], ["--root", str(root), "list", "--all", "--json"]):
+        times = []
+        for _ in range(runs + 1):
+            t0 = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                run(argv)
+            times.append(time.perf_counter() - t0)
+        out.append(statistics.median(times[1:]))  # the first call pays the lazy imports
+    return out[0], out[1]
 
 
 if __name__ == "__main__":

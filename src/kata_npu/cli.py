@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Optional
 
 from .errors import KataNpuError, PermissionDeniedError
 
@@ -30,10 +29,11 @@ def _fast_list(argv: list[str]) -> int | None:
     from .host.catalogue import load_catalogue
     from .host.listing import list_rows
     from .host.paths import HostPaths
+    from .output import emit_json_rows
 
     paths = HostPaths.from_root(root)
     rows = list_rows(paths, load_catalogue(paths), all_functions=bool({"--all", "-a"} & set(args)))
-    sys.stdout.write(json.dumps([r.to_json() for r in rows], indent=2) + "\n")
+    emit_json_rows([r.to_json() for r in rows])
     return 0
 
 
@@ -41,7 +41,7 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
 
 
-def run(argv: list[str] | None = None, kernel: Any = None) -> int:
+def run(argv: list[str] | None = None, kernel: object = None) -> int:
     """Entry point for main() and tests: returns the exit code, never raises a user error."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:

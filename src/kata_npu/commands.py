@@ -85,7 +85,7 @@ def list_cmd(
     c: Ctx = ctx.obj
     rows = list_rows(c.paths, c.catalogue, all_functions=all_)
     if as_json:
-        output.emit_json([r.to_json() for r in rows])
+        output.emit_json_rows([r.to_json() for r in rows])
         return
     if not rows:
         output.say("no accelerators found" + ("" if all_ else " (kata-npu list --all shows every PCI function)"))

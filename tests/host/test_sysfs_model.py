@@ -91,3 +91,69 @@ def test_io_bar_is_not_mmio(fk):
     fk.add_function("0000:05:00.0", 0x1234, 0x1111, 0x120000, group=5, bars=[(256, IO), (16 * MiB, MEM32)])
     f = sysfs.read_function(HostPaths.from_root(fk.root), PciAddress.parse("05:00.0"))
     assert f.bars[0].is_io and f.largest_bar == 16 * MiB
+
+
+def test_scan_order_matches_numeric_order_including_wide_domains(fk):
+    """Names are sorted as text (cheap); a VMD-style 5-digit domain must still sort last."""
+    addrs = ["10000:00:00.0", "0000:00:1f.3", "0001:00:02.0", "0000:0a:00.0", "0000:00:02.1", "ffff:00:00.0"]
+    for i, a in enumerate(addrs):
+        fk.add_function(a, 0x1234, 0x1000 + i, 0x120000, group=20 + i)
+    p = HostPaths.from_root(fk.root)
+    got = sysfs.list_addresses(p)
+    assert got == sorted(PciAddress.parse(a) for a in addrs)
+    assert [str(a) for a in got][-1] == "10000:00:00.0"
+
+
+def test_sysfs_path_keeps_the_root_prefix_out_even_through_a_symlinked_root(fake_host, tmp_path):
+    link = tmp_path / "root-link"
+    link.symlink_to(fake_host.root, target_is_directory=True)
+    f = sysfs.read_function(HostPaths.from_root(link), PciAddress.parse("81:00.0"))
+    assert f.sysfs_path == "/sys/devices/pci0000:00/0000:00:1c.0/0000:81:00.0"
+
+
+def test_read_returns_whole_files_beyond_one_read(tmp_path):
+    """/proc and user files can exceed a page; the reader must not stop at the first chunk."""
+    big = tmp_path / "mounts"
+    text = "".join(f"/dev/sd{i} /mnt/{i} ext4 rw 0 0\n" for i in range(5000))
+    big.write_text(text)
+    assert len(text) > 65536
+    assert sysfs._read(big) == text.strip()
+    assert sysfs._read(tmp_path) is None  # a directory is not an attribute
+    assert sysfs._read(tmp_path / "absent") is None
+
+
+def test_list_json_rows_are_one_object_per_line_and_valid_json(fake_host, capsys):
+    import json
+
+    from kata_npu.cli import run
+
+    assert run(["--root", str(fake_host.root), "list", "--all", "--json"]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(out)
+    lines = out.splitlines()
+    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == len(rows) + 2
+    assert [json.loads(line.rstrip(",")) for line in lines[1:-1]] == rows
+    assert rows[0]["address"] == "0000:00:00.0"
+
+
+def test_list_json_empty_is_an_empty_array(fk, capsys):
+    import json
+
+    from kata_npu.cli import run
+
+    assert run(["--root", str(fk.root), "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_fast_list_path_prints_exactly_what_the_full_cli_prints(fake_host, capsys, monkeypatch):
+    """`list --json` skips typer for speed; the output must not depend on which path ran."""
+    from kata_npu import cli
+
+    for args in (["list", "--json"], ["list", "--all", "--json"]):
+        argv = ["--root", str(fake_host.root), *args]
+        assert cli.run(argv) == 0
+        fast = capsys.readouterr().out
+        with monkeypatch.context() as m:
+            m.setattr(cli, "_fast_list", lambda argv: None)
+            assert cli.run(argv) == 0
+        assert capsys.readouterr().out == fast and fast.count('"address"') >= 2

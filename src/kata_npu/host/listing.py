@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .address import PciAddress
 from .catalogue import Catalogue, DeviceModel
 from .model import IommuGroup, PciFunction
 from .paths import HostPaths
@@ -58,9 +59,10 @@ def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = Fals
     rows = []
     vendors = catalogue.vendors
     base = str(paths.pci_devices)
-    for addr in sysfs.list_addresses(paths):
-        if not all_functions and sysfs._int(f"{base}/{addr}/vendor") not in vendors:
+    for name in sysfs.list_address_names(paths):
+        if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators
+        addr = PciAddress.parse(name)
         ids = sysfs.read_ids(paths, addr)
         model = catalogue.lookup(ids.vendor, ids.device, ids.class_code)
         if model is None and not all_functions:

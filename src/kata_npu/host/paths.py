@@ -88,6 +88,21 @@ class HostPaths:
     def modules_dir(self, release: str | None = None) -> Path:
         return self._p("lib/modules") / (release or os.uname().release)
 
+    @property
+    def pci_devices_str(self) -> str:
+        """Hot-path string form (pathlib parsing dominated `list` on a 1024-function host)."""
+        root = str(self.root).rstrip("/")
+        return root + "/sys/bus/pci/devices"
+
+    def strip_str(self, path: str) -> str:
+        """`strip` for plain strings already under root (no pathlib on hot paths)."""
+        root = str(self.root).rstrip("/")
+        if not root:
+            return path
+        if path.startswith(root + "/"):
+            return path[len(root):]
+        return path
+
     def strip(self, path: Path) -> str:
         """Host-absolute form of a path under root, for messages."""
         try:
