@@ -1,8 +1,9 @@
 """Admit the planned devices in the container's device cgroup.
 
 v1: kata 3.3–3.13 guests deny-all on both the pod and the container cgroup, so
-every restricting level from the top down gets ``devices.allow``. v2: we only
-detect an attached BPF_CGROUP_DEVICE program and refuse (see docs/guest-hook.md).
+every restricting level from the top down gets ``devices.allow``. v2: a device
+eBPF program that denies the nodes is widened on the container's own level
+(bpfdev.py); one on an ancestor is refused (see docs/guest-hook.md).
 """
 
 from __future__ import annotations
@@ -11,9 +12,6 @@ import os
 
 from .model import HookError
 
-BPF_PROG_QUERY = 16
-BPF_CGROUP_DEVICE = 6
-_BPF_NR = {"x86_64": 321, "aarch64": 280}
 
 
 def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
@@ -83,24 +81,9 @@ def allow_v1(mount: str, path: str, rules: list[str]) -> list[str]:
 
 def bpf_device_programs(cgroup_dir: str) -> int:
     """Number of BPF_CGROUP_DEVICE programs attached directly to ``cgroup_dir``."""
-    nr = _BPF_NR.get(os.uname().machine)
-    if nr is None:
-        raise HookError(f"cgroup v2: bpf syscall number unknown for {os.uname().machine}")
-    import ctypes  # only on cgroup v2: not worth its import time on every v1 start
-    import struct
+    from . import bpfdev  # ctypes: only on cgroup v2, not worth its import time on every v1 start
 
-    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        attr = ctypes.create_string_buffer(struct.pack("=IIIIQI", fd, BPF_CGROUP_DEVICE, 0, 0, 0, 0), 128)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        rc = libc.syscall(ctypes.c_long(nr), ctypes.c_int(BPF_PROG_QUERY), attr, ctypes.c_uint(128))
-        if rc < 0:
-            err = ctypes.get_errno()
-            raise HookError(f"cgroup v2: BPF_PROG_QUERY on {cgroup_dir} failed: {os.strerror(err)}")
-        return struct.unpack_from("=I", attr.raw, 24)[0]
-    finally:
-        os.close(fd)
+    return len(bpfdev.programs(cgroup_dir))
 
 
 def probe_v2(cgroup_dir: str, paths: list[str]) -> list[str]:
@@ -164,12 +147,33 @@ def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
             raise HookError(f"cgroup v1 devices hierarchy not found at {mount}")
         return allow_v1(mount, v1, rules)
     if v2 is not None:
-        attached = [lvl for lvl in [cgroup_root] + levels(cgroup_root, v2) if bpf_device_programs(lvl)]
-        if attached:
-            denied = probe_v2(os.path.join(cgroup_root, v2.lstrip("/")), probe_paths or [])
-            if denied or probe_paths is None:
-                raise HookError(
-                    f"cgroup v2: the device eBPF program on {attached[-1]} denies "
-                    f"{', '.join(denied) or 'the NPU nodes'}; kata-npu-hook does not rewrite eBPF programs "
-                    f"(admit the devices in the runtime's linux.resources.devices, or use the CDI path)")
+        return allow_v2(cgroup_root, v2, rules, probe_paths)
     return []
+
+
+def allow_v2(cgroup_root: str, path: str, rules: list[str], probe_paths: list[str] | None) -> list[str]:
+    """Probe the container's cgroup; widen the device program on its own level if it denies.
+
+    A program on an ancestor governs sibling cgroups too: that one we never rewrite.
+    """
+    own = os.path.join(cgroup_root, path.lstrip("/"))
+    attached = [lvl for lvl in [cgroup_root] + levels(cgroup_root, path) if bpf_device_programs(lvl)]
+    if not attached:
+        return []  # kata >= 3.14 guests: no device filter at all
+    if probe_paths is None:
+        raise HookError(f"cgroup v2: a device eBPF program is attached on {attached[-1]} and no nodes to probe")
+    denied = probe_v2(own, probe_paths)
+    if not denied:
+        return []
+    if os.path.normpath(attached[-1]) != os.path.normpath(own):
+        raise HookError(f"cgroup v2: the device eBPF program on {attached[-1]} (an ancestor of the container's "
+                        f"cgroup) denies {', '.join(denied)}; kata-npu-hook only widens the container's own program")
+    from . import bpfdev
+
+    done = bpfdev.widen(own, rules)
+    still = probe_v2(own, probe_paths)
+    if still:
+        also = f" (the programs on {', '.join(attached[:-1])} also apply)" if attached[:-1] else ""
+        raise HookError(f"cgroup v2: {', '.join(still)} still denied after widening the device program "
+                        f"on {own}{also}")
+    return done
