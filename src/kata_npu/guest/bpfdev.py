@@ -28,7 +28,6 @@ BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_PROG_QUERY = 16
 BPF_PROG_TYPE_CGROUP_DEVICE = 15
 BPF_CGROUP_DEVICE = 6
-BPF_F_ALLOW_OVERRIDE = 1
 BPF_F_ALLOW_MULTI = 2
 BPF_F_REPLACE = 4
 DEV_BLOCK, DEV_CHAR = 1, 2
@@ -36,8 +35,8 @@ ACC_MKNOD, ACC_READ, ACC_WRITE = 1, 2, 4
 _ATTR_SIZE = 128
 _SYSCALL_NR = {"x86_64": 321, "aarch64": 280}
 
-# Instruction classes we re-load as they came back from the kernel.
-_LD, _LDX, _ST, _STX, _ALU, _JMP, _JMP32, _ALU64 = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07
+# Instruction classes and opcodes the reload check looks at.
+_LD, _JMP, _JMP32 = 0x00, 0x05, 0x06
 _LD_IMM64 = 0x18
 _CALL, _EXIT = 0x85, 0x95
 
@@ -146,6 +145,17 @@ class _Bpf:
         return rc
 
 
+_BPF: _Bpf | None = None
+
+
+def _bpf() -> _Bpf:
+    """One libc handle per hook run: every cgroup level is queried on each v2 container start."""
+    global _BPF
+    if _BPF is None:
+        _BPF = _Bpf()
+    return _BPF
+
+
 def _attr(fmt: str, *values) -> ctypes.Array:
     return ctypes.create_string_buffer(struct.pack(fmt, *values), _ATTR_SIZE)
 
@@ -156,7 +166,7 @@ def _addr(buf) -> int:
 
 def programs(cgroup_dir: str) -> list[int]:
     """Ids of the device programs attached directly to ``cgroup_dir``."""
-    bpf = _Bpf()
+    bpf = _bpf()
     fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         return query(bpf, fd)[1]
@@ -226,7 +236,7 @@ def widen(cgroup_dir: str, rules: list[str]) -> list[str]:
     if not rules:
         return []
     prefix = allow_prefix(rules)
-    bpf = _Bpf()
+    bpf = _bpf()
     cg = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     done = []
     try:

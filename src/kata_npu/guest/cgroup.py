@@ -13,7 +13,6 @@ import os
 from .model import HookError
 
 
-
 def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
     """(v1 devices path, v2 unified path) from /proc/PID/cgroup."""
     v1 = v2 = None

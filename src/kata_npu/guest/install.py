@@ -34,7 +34,7 @@ def script(python: str, entry: str, lib: str = "/" + LIB_DIR, config: str | None
     if entry == "cdi":
         lines += ["sys.argv[1:] = ['cdi'] + sys.argv[1:]"]
     # os._exit skips interpreter teardown (module GC, atexit): measurable on every container start.
-    # Everything the hook reports goes out through os.write, so there is nothing left to flush.
+    # It also skips flushing, so the buffered streams (usage, cdi output) are flushed first.
     lines += ["import os",
               "try:",
               "    rc = main()",

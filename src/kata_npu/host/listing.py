@@ -58,7 +58,7 @@ def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
 def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False) -> list[Row]:
     rows = []
     vendors = catalogue.vendors
-    base = str(paths.pci_devices)
+    base = paths.pci_devices_str
     for name in sysfs.list_address_names(paths):
         if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators

@@ -115,14 +115,9 @@ def read_bars(d: str) -> tuple[Bar, ...]:
     return tuple(bars)
 
 
-def _is_vga_candidate(class_code: int) -> bool:
-    """The kernel shows ``boot_vga`` only for VGA-class (and pre-class-code VGA) functions."""
-    return class_code >> 16 in (0x00, 0x03)
-
-
 def read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None = None) -> PciFunction:
     d = _device_str(paths, addr)
-    if not os.path.isdir(d):
+    if not os.path.exists(d):
         require(paths, addr)  # raises the user-facing error
     ids = ids or read_ids(paths, addr)
     override = _read(d + "/driver_override")
@@ -141,7 +136,7 @@ def read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None = None)
             )
         except OSError:
             pass
-    boot_vga = _int(d + "/boot_vga") if _is_vga_candidate(ids.class_code) else None
+    boot_vga = _int(d + "/boot_vga")
     numa = _int(d + "/numa_node", 10)
     try:
         vfio_devs = sorted(os.listdir(d + "/vfio-dev"))
