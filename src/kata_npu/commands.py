@@ -326,6 +326,9 @@ from .host import doctor as _doctor  # noqa: E402
 from .kataconfig.cli import app as _config_app, run_args as _run_args  # noqa: E402
 
 _doctor.register(app)
+from .deviceplugin import cli as _deviceplugin  # noqa: E402
+
+_deviceplugin.register(app)
 app.add_typer(_config_app, name="config")
 app.command("run-args")(_run_args)
 
