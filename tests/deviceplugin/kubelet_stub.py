@@ -110,11 +110,12 @@ class StubKubelet(pbg.RegistrationServicer):
                 self.old_endpoints.append(ep)
             self.endpoints = {}
 
-    def restart(self) -> float:
-        """A new kubelet: stop, delete every socket in the directory, serve again. Returns the restart time."""
+    def restart(self, delete_sockets: bool = True) -> float:
+        """A new kubelet: stop, delete every socket in the directory, serve again. Returns the restart time.
+        delete_sockets=False: only kubelet.sock is re-created (the plugin must notice that alone)."""
         self.stop()
         for p in self.dir.iterdir():
-            if p.is_socket():
+            if p.is_socket() and (delete_sockets or p.name == "kubelet.sock"):
                 p.unlink()
         t = time.monotonic()
         self.start()

@@ -138,6 +138,15 @@ def test_kubelet_restart_reregisters_without_leaks(kubelet, daemon, plugin_dir):
     assert f'kata_npu_plugin_list_and_watch_streams{{resource="{R910}"}} 1.0' in m
 
 
+def test_new_kubelet_sock_alone_triggers_reregistration(kubelet, daemon, plugin_dir):
+    started(kubelet, daemon)
+    n = len(kubelet.registrations)
+    kubelet.restart(delete_sockets=False)
+    assert (plugin_dir / "kata-npu.io_ascend-910b.sock").exists()
+    kubelet.wait_for(lambda: len(kubelet.registrations) >= n + 2, timeout=5, what="re-registration on new kubelet.sock")
+    kubelet.wait_list(R910, healthy(ALL910))
+
+
 def test_sigterm_stops_and_removes_sockets(kubelet, daemon, plugin_dir):
     d = started(kubelet, daemon)
     socks = [p for p in plugin_dir.iterdir() if p.name != "kubelet.sock"]

@@ -121,8 +121,8 @@ class ResourcePlugin:
         self.metrics = metrics
         self.workers = workers
         self._server: grpc.Server | None = None
-        self.kubelet_id: tuple[int, int] | None = None  # (dev, ino) of kubelet.sock we registered with
-        self.socket_id: tuple[int, int] | None = None
+        self.kubelet_id: tuple[int, int, int] | None = None  # identity of kubelet.sock we registered with
+        self.socket_id: tuple[int, int, int] | None = None
 
     @property
     def kubelet_socket(self) -> Path:
@@ -182,9 +182,10 @@ class ResourcePlugin:
                 pass
 
 
-def _ident(p: Path) -> tuple[int, int] | None:
+def _ident(p: Path) -> tuple[int, int, int] | None:
+    """A re-created socket often gets the freed inode number back: creation time tells them apart."""
     try:
         st = os.stat(p)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino)
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
