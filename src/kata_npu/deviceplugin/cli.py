@@ -23,7 +23,10 @@ def device_plugin(
     cdi_cleanup: bool = typer.Option(False, "--cdi-cleanup", help="Remove the CDI specs it wrote on exit."),
 ) -> None:
     """Kubelet device plugin: one resource per model, one device per IOMMU group on vfio-pci, host CDI for Kata cold-plug."""
-    from .daemon import Daemon, PluginConfig, default_dirs
+    try:
+        from .daemon import Daemon, PluginConfig, default_dirs
+    except ImportError as e:
+        raise ConfigError(f"device-plugin needs grpcio, protobuf and prometheus-client ({e.name} missing): pip install 'kata-npu[plugin]'") from None
     from .inventory import check_prefix, slug
 
     c = ctx.obj
