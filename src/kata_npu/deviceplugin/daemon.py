@@ -50,6 +50,7 @@ class Daemon:
         self._lock = threading.RLock()
         self._say = say or (lambda m: sys.stderr.write(f"kata-npu device-plugin: {m}\n"))
         self.watcher: Watcher | None = None
+        self._kubelet: tuple | None = None  # identity of the kubelet.sock we last registered with
         self._errors: dict[str, str] = {}  # resource -> last registration error (logged once per change)
 
     # -- one pass
@@ -89,12 +90,9 @@ class Daemon:
     def reconcile(self) -> None:
         """Serve every resource; (re-)register each one whose registration is missing or stale."""
         with self._lock:
-            restarted = False
             for res, p in self.plugins.items():
                 if p.registered and not p.stale():
                     continue
-                if p.registered or p.socket_id is not None and p.stale():
-                    restarted = True
                 if not p.kubelet_socket.exists():
                     if p.registered:
                         p.stop_server()
@@ -111,9 +109,10 @@ class Daemon:
                     p.stop_server()
                     continue
                 self._errors.pop(res, None)
+                if self._kubelet not in (None, p.kubelet_id):
+                    self.metrics.kubelet_restarts.inc()  # once per new kubelet.sock, whatever the resources
+                self._kubelet = p.kubelet_id
                 self._say(f"registered {res} ({len(self.inventory.resources.get(res, []))} devices) as {p.socket.name}")
-            if restarted:
-                self.metrics.kubelet_restarts.inc()
 
     # -- lifetime
     def run(self) -> int:
