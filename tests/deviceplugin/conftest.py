@@ -53,7 +53,12 @@ def npu_host(root: Path, npus: int = 4):
 
 @pytest.fixture
 def host(tmp_path):
-    return npu_host(tmp_path / "root")
+    try:
+        return npu_host(tmp_path / "root")
+    except PermissionError as e:  # FakeKernel versions that mknod real device nodes need root
+        if os.environ.get("CI"):
+            pytest.fail(f"FakeKernel needs root here ({e}) — CI must run these tests")
+        pytest.skip(f"FakeKernel needs root here: {e}")
 
 
 @pytest.fixture
