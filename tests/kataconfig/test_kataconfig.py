@@ -104,14 +104,8 @@ def test_kernel_params_merge_keeps_large_bar_params():
     assert v.kernel_params.split() == ["pci=realloc", "pci=nocrs", "console=hvc0"]
 
 
-def test_glue_containerd_and_runtimeclass():
+def test_glue_runtimeclass():
     v = values.compute("x86_64", [])
-    doc = tomllib.loads(render.render("containerd", v, "/etc/kata-containers/x.toml").text)
-    cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
-    rt = cri["containerd"]["runtimes"]["kata-npu"]
-    assert rt["runtime_type"] == "io.containerd.kata.v2"
-    assert rt["options"]["ConfigPath"] == "/etc/kata-containers/x.toml"
-    assert cri["enable_cdi"] is True
     rc = yaml.safe_load(render.render("runtimeclass", v).text)
     assert rc["kind"] == "RuntimeClass" and rc["metadata"]["name"] == "kata-npu" and rc["handler"] == "kata-npu"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -85,6 +86,7 @@ def render_cmd(
     config_path: str = typer.Option(rendermod.DEFAULT_CONFIG_PATH, "--config-path", help="Kata config path the containerd snippet points at."),
     force: bool = ForceOpt,
     json_values: bool = typer.Option(False, "--json-values", help="Print the computed values as JSON instead of the file."),
+    containerd_version: Optional[str] = typer.Option(None, "--containerd-version", help="With --kind containerd: target containerd."),
 ) -> None:
     """Render a Kata configuration (or drop-in / containerd / RuntimeClass glue) from the host and flags."""
     v = _values(ctx, arch, devices, bound, set_, values_file)
@@ -92,6 +94,9 @@ def render_cmd(
         from .. import output
 
         output.emit_json(v.to_json())
+        return
+    if kind == "containerd" and not dropin:
+        _emit(_containerd_snippet(ctx, _containerd_target(ctx, containerd_version), config_path), out, force)
         return
     r = rendermod.render("dropin" if dropin else kind, v, config_path)
     for n in v.notes:
@@ -108,13 +113,67 @@ def dropin_cmd(ctx: typer.Context, out: Optional[str] = OutOpt, arch: Optional[s
     _emit(rendermod.render("dropin", v).text, out, force)
 
 
+def _containerd_target(ctx: typer.Context, version: Optional[str]) -> tuple[int, int]:
+    from . import containerd as ctrd
+
+    return ctrd.parse_version(version) if version else ctrd.detect_version(_paths(ctx))
+
+
+CtrdVersionOpt = typer.Option(None, "--containerd-version",
+                              help="Target containerd, e.g. 1.6, 1.7, 2.0 (default: ask the installed `containerd --version`).")
+
+
 @app.command("containerd")
 def containerd_cmd(ctx: typer.Context, out: Optional[str] = OutOpt,
-                   config_path: str = typer.Option(rendermod.DEFAULT_CONFIG_PATH, "--config-path"),
+                   config_path: str = typer.Option(rendermod.DEFAULT_CONFIG_PATH, "--config-path", help="Kata config the runtime's ConfigPath names."),
+                   containerd_version: Optional[str] = CtrdVersionOpt,
+                   merge: Optional[str] = typer.Option(None, "--merge", help="Edit this containerd config.toml in place (backup, atomic)."),
+                   dry_run: bool = typer.Option(False, "--dry-run", "-n", help="With --merge: print the merged file, change nothing."),
+                   base: Optional[str] = typer.Option(None, "--base", help="The file the snippet will be appended to (default: /etc/containerd/config.toml)."),
                    force: bool = ForceOpt) -> None:
-    """containerd runtime snippet (kata-npu handler, ConfigPath, enable_cdi)."""
-    v = valuesmod.compute("x86_64", [])
-    _emit(rendermod.render("containerd", v, config_path).text, out, force)
+    """containerd runtime `kata-npu` (ConfigPath): a snippet that appends cleanly with >>, or --merge FILE."""
+    from . import containerd as ctrd
+
+    version = _containerd_target(ctx, containerd_version)
+    if merge:
+        res = ctrd.merge_file(merge, version, config_path, dry_run=dry_run)
+        if dry_run:
+            sys.stdout.write(res.text)
+        elif not res.changed:
+            sys.stderr.write(f"kata-npu: {merge} already has runtime {ctrd.HANDLER!r} as wanted: nothing changed\n")
+        else:
+            sys.stderr.write(f"kata-npu: {merge}: {', '.join(res.changed)} (backup {res.backup or 'none: new file'}); "
+                             "restart containerd\n")
+        note = res.target.cdi_note()
+        if res.target.cdi != "opt-in":
+            sys.stderr.write(f"kata-npu: {note}\n")
+        return
+    _emit(_containerd_snippet(ctx, version, config_path, base), out, force)
+
+
+def _containerd_snippet(ctx: typer.Context, version: tuple[int, int], config_path: str, base_path: str | None = None) -> str:
+    """The appendable snippet, for the config version of this host's config.toml when there is one."""
+    import tomllib
+
+    from . import containerd as ctrd
+
+    base_file = Path(base_path) if base_path else _paths(ctx).root / ctrd.DEFAULT_CONFIG
+    base = None
+    try:
+        base = tomllib.loads(base_file.read_text())
+    except FileNotFoundError:
+        if base_path:
+            raise ConfigError(f"--base {base_path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {base_file}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{base_file} is not valid TOML ({e}): containerd cannot load it either; fix it first") from None
+    target = ctrd.target_for(version, base)
+    if base is not None and ctrd._get(base, target.runtime_path()) is not None:
+        sys.stderr.write(f"kata-npu: warning: {base_file} already has runtime {ctrd.HANDLER!r}: appending again would "
+                         "declare its tables twice; use --merge\n")
+    sys.stderr.write(f"kata-npu: {target.cdi_note()}\n")
+    return ctrd.snippet(target, config_path, base)
 
 
 @app.command("runtimeclass")

@@ -14,9 +14,8 @@ from .values import KataValues
 
 FULL = "configuration-qemu-npu.toml.j2"
 DROPIN = "config.d-50-kata-npu.toml.j2"
-CONTAINERD = "containerd-kata-npu.toml.j2"
 RUNTIMECLASS = "runtimeclass-kata-npu.yaml.j2"
-KINDS = {"full": FULL, "dropin": DROPIN, "containerd": CONTAINERD, "runtimeclass": RUNTIMECLASS}
+KINDS = {"full": FULL, "dropin": DROPIN, "runtimeclass": RUNTIMECLASS}
 DEFAULT_CONFIG_PATH = "/etc/kata-containers/configuration-qemu-npu.toml"
 DROPIN_NAME = "config.d/50-kata-npu.toml"
 
@@ -78,23 +77,29 @@ def render(kind: str, values: KataValues, config_path: str = DEFAULT_CONFIG_PATH
     return Rendered(kind, text)
 
 
-def write_atomic(path: str | Path, text: str, force: bool = False) -> Path:
+def write_atomic(path: str | Path, text: str, force: bool = False, mode: int = 0o644) -> Path:
+    """Temp file in the target directory, fsync, rename: readers see the old file or the new one."""
     p = Path(path)
     if p.exists() and not force:
         raise ConfigError(f"{p} exists; pass --force to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    except OSError as e:
+        raise ConfigError(f"cannot write {p}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise ConfigError(f"cannot write {p}: {e.strerror}") from None
         raise
     return p
