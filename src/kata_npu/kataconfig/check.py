@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from . import schema
-from .values import NpuDevice
+from .values import NpuDevice, guest_memory_mib, root_ports_needed, too_many_ports
 
 ERROR, WARNING = "error", "warning"
 
@@ -92,10 +92,20 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
                 'prefer cold_plug_vfio = "root-port" with hot_plug_vfio = "no-port"')
     ports = hyp.get("pcie_root_port", 0)
     uses_root_port = "root-port" in (cold, hot)
-    if uses_root_port and ports < max(1, len(groups)):
+    needed = root_ports_needed(devices)
+    if needed > schema.MAX_PCIE_PORTS:
+        add(ERROR, "root-ports-max", "hypervisor.qemu.pcie_root_port", too_many_ports(needed, len(groups)),
+            f"pass at most {schema.MAX_PCIE_PORTS} PCIe functions per VM: split the devices over several pods")
+    for key in ("pcie_root_port", "pcie_switch_port"):
+        if isinstance(hyp.get(key), int) and hyp[key] > schema.MAX_PCIE_PORTS:
+            add(ERROR, "root-ports-max", f"hypervisor.qemu.{key}",
+                f"{key} = {hyp[key]}: Kata clamps it to {schema.MAX_PCIE_PORTS} without a word, and refuses a sandbox "
+                f"that needs more", f"set {key} <= {schema.MAX_PCIE_PORTS} and pass at most that many PCIe functions per VM")
+    if uses_root_port and ports < max(1, needed) and needed <= schema.MAX_PCIE_PORTS:
         add(ERROR, "root-ports", "hypervisor.qemu.pcie_root_port",
-            f"pcie_root_port = {ports} but {len(groups) or 1} IOMMU group(s) must be passed" + (f" (groups {', '.join(map(str, groups))})" if groups else ""),
-            f"set pcie_root_port = {max(1, len(groups))}")
+            f"pcie_root_port = {ports} but {max(1, needed)} PCIe function(s) must be passed"
+            + (f" (IOMMU groups {', '.join(map(str, groups))}; Kata gives each function a root port)" if groups else ""),
+            f"set pcie_root_port = {max(1, needed)}")
 
     mt = hyp.get("machine_type")
     want = schema.MACHINE_TYPES.get(arch)
@@ -107,6 +117,12 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
 
     mmio = sum(d.mmio64 for d in devices)
     params = str(hyp.get("kernel_params", "")).split()
+    if params and arch in schema.KATA_DEFAULT_KERNEL_PARAMS:
+        lost = [p for p in schema.KATA_DEFAULT_KERNEL_PARAMS[arch] if p not in params]
+        if lost:
+            add(WARNING, "kernel-params-defaults", "hypervisor.qemu.kernel_params",
+                f"kernel_params replaces Kata's own guest defaults and lacks {' '.join(lost)}",
+                f"put Kata's defaults first: kernel_params = \"{' '.join(schema.KATA_DEFAULT_KERNEL_PARAMS[arch] + tuple(params))}\"")
     if arch == "x86_64" and mmio > schema.MMIO64_WINDOW["x86_64"] and (not dropin or "kernel_params" in hyp):
         missing = [p for p in schema.LARGE_BAR_KERNEL_PARAMS if p not in params]
         if missing:
@@ -119,7 +135,7 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
             "raise default_maxmemory or set it to 0 (host RAM)")
     if isinstance(mem, int) and mem < 4096 and devices:
         add(WARNING, "memory", "hypervisor.qemu.default_memory", f"default_memory = {mem} MiB is small for the NPU driver and runtime",
-            f"set default_memory >= {8192 + 2048 * len(devices)}")
+            f"set default_memory >= {guest_memory_mib(len(devices))}")
 
     if not dropin or "guest_hook_path" in hyp:
         ghp = hyp.get("guest_hook_path")

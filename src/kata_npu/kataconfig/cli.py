@@ -10,6 +10,7 @@ import typer
 
 from ..errors import ConfigError
 from ..host.paths import HostPaths
+from . import bound as boundmod
 from . import check as checkmod
 from . import render as rendermod
 from . import runargs as runargsmod
@@ -38,14 +39,19 @@ def _catalogue(ctx: typer.Context, paths: HostPaths):
 
 
 def _devices(ctx: typer.Context, devices: list[str], bound: bool) -> list[valuesmod.NpuDevice]:
+    """--devices ADDR (widened to whole groups) or --bound (kataconfig.bound: the one definition)."""
     if devices and bound:
         raise ConfigError("give --devices or --bound, not both")
     paths = _paths(ctx)
     if devices:
-        return valuesmod.devices_from_host(paths, devices)
-    if bound:
-        return valuesmod.devices_from_host(paths, None, _catalogue(ctx, paths))
-    return []
+        b = boundmod.devices_for(paths, devices)
+    elif bound:
+        b = boundmod.bound_devices(paths, _catalogue(ctx, paths))
+    else:
+        return []
+    for n in b.notes:
+        sys.stderr.write(f"kata-npu: note: {n}\n")
+    return list(b.devices)
 
 
 def _emit(text: str, out: Optional[str], force: bool) -> None:
@@ -65,7 +71,7 @@ def _values(ctx, arch, devices, bound, set_, values_file) -> valuesmod.KataValue
 
 ArchOpt = typer.Option(None, "--arch", help="x86_64 or aarch64 (default: this host).")
 DevOpt = typer.Option(None, "--devices", "-d", help="PCI address to pass (repeatable).")
-BoundOpt = typer.Option(False, "--bound", help="Every catalogued accelerator already on vfio-pci.")
+BoundOpt = typer.Option(False, "--bound", help="Every function on vfio-pci that kata-npu bound or the catalogue knows, whole groups.")
 SetOpt = typer.Option(None, "--set", help="key=value override (repeatable).")
 ValuesOpt = typer.Option(None, "--values", help="Values file (JSON, YAML or TOML) of key = value overrides.")
 OutOpt = typer.Option(None, "--out", "-o", help="Write here (atomically) instead of stdout.")
@@ -178,10 +184,35 @@ def _containerd_snippet(ctx: typer.Context, version: tuple[int, int], config_pat
 
 @app.command("runtimeclass")
 def runtimeclass_cmd(ctx: typer.Context, out: Optional[str] = OutOpt, arch: Optional[str] = ArchOpt,
-                     set_: Optional[List[str]] = SetOpt, force: bool = ForceOpt) -> None:
-    """Kubernetes RuntimeClass kata-npu."""
-    v = valuesmod.compute(arch or valuesmod.host_arch(), [], valuesmod.parse_overrides(list(set_ or [])))
+                     devices: Optional[List[str]] = DevOpt, bound: bool = BoundOpt,
+                     set_: Optional[List[str]] = SetOpt, values_file: Optional[str] = ValuesOpt,
+                     config: Optional[str] = typer.Option(None, "--config", help="Take default_memory/default_vcpus from this Kata config (what the VM really gets)."),
+                     force: bool = ForceOpt) -> None:
+    """Kubernetes RuntimeClass kata-npu; overhead from the same values as `config render` (or from --config FILE)."""
+    if config:
+        if devices or bound or set_ or values_file:
+            raise ConfigError("--config takes the values from the Kata file: drop --devices/--bound/--set/--values")
+        v = valuesmod.compute(arch or valuesmod.host_arch(), [], _sizes_from_config(config))
+    else:
+        v = _values(ctx, arch, devices, bound, set_, values_file)
     _emit(rendermod.render("runtimeclass", v).text, out, force)
+
+
+def _sizes_from_config(path: str) -> dict:
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    hyp = doc.get("hypervisor", {}).get("qemu", {})
+    out = {k: hyp[k] for k in ("default_memory", "default_vcpus") if isinstance(hyp.get(k), int)}
+    if "default_memory" not in out:
+        raise ConfigError(f"{path} has no [hypervisor.qemu] default_memory (a drop-in without it inherits the base file's: "
+                          "pass the base file, or --set default_memory=...)")
+    return out
 
 
 @app.command("check")
@@ -212,21 +243,20 @@ def check_cmd(
 
 def run_args(
     ctx: typer.Context,
-    addresses: Optional[List[str]] = typer.Argument(None, help="PCI addresses bound to vfio-pci (default: every function on a VFIO driver)."),
-    image: str = typer.Option("docker.io/library/ubuntu:22.04", "--image"),
-    name: str = typer.Option("npu", "--name"),
+    addresses: Optional[List[str]] = typer.Argument(None, help="PCI addresses bound to vfio-pci (default: the bound devices, as config render --bound)."),
+    image: str = typer.Option(runargsmod.DEFAULT_IMAGE, "--image"),
+    name: str = typer.Option(runargsmod.DEFAULT_NAME, "--name"),
     config_path: str = typer.Option(rendermod.DEFAULT_CONFIG_PATH, "--config-path", help="Kata config passed with ctr --runtime-config-path."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Print the `ctr run` line (Kata runtime, our config, /dev/vfio/N) for bound devices."""
-    if not addresses:
-        from ..host import sysfs
-
-        addresses = [str(f.address) for f in sysfs.scan(_paths(ctx)) if f.on_vfio and not f.is_bridge]
-        if not addresses:
-            raise ConfigError("no PCI function is bound to vfio-pci: run `kata-npu bind ADDR` first")
-    devs = valuesmod.devices_from_host(_paths(ctx), list(addresses))
-    ra = runargsmod.build(devs, image=image, name=name, config_path=config_path)
+    paths = _paths(ctx)
+    b = boundmod.devices_for(paths, list(addresses)) if addresses else boundmod.bound_devices(paths, _catalogue(ctx, paths))
+    if not b.devices:
+        raise ConfigError("nothing bound to pass: run `kata-npu bind ADDR` first, or name the addresses")
+    for n in b.notes:
+        sys.stderr.write(f"kata-npu: note: {n}\n")
+    ra = runargsmod.build(b, image=image, name=name, config_path=config_path)
     if as_json:
         from .. import output
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..host.paths import HostPaths
+from .runargs import KATA_RUNTIME as KATA_RUNTIME_TYPE
 
 HANDLER = "kata-npu"
-KATA_RUNTIME_TYPE = "io.containerd.kata.v2"
 CRI_IDS = {1: "cri", 2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
 DEFAULT_CONFIG = "etc/containerd/config.toml"
 RUNC_1X_OPTIONS = {
