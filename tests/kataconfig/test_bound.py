@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from types import SimpleNamespace
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
@@ -18,21 +16,9 @@ from kata_npu.host.binder import GroupResult, Outcome
 from kata_npu.host.journal import Journal, State
 from kata_npu.host.paths import HostPaths
 from kata_npu.kataconfig import bound, render, runargs, values
-from kata_npu.kataconfig.cli import app as config_app, run_args
+from test_kataconfig import _cli  # the config app under a --root callback
 
 NIC = "0000:00:19.0"
-
-
-def _cli():
-    root = typer.Typer()
-
-    @root.callback()
-    def cb(ctx: typer.Context, r: str = typer.Option(None, "--root")):
-        ctx.obj = SimpleNamespace(paths=HostPaths.from_root(r))
-
-    root.add_typer(config_app, name="config")
-    root.command("run-args")(run_args)
-    return root
 
 
 def run(fk, *args):
