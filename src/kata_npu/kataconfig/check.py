@@ -5,8 +5,11 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ConfigError
+from ..host import memfit
+from ..host.memfit import HostMemory
 from . import schema
 from .values import NpuDevice, guest_memory_mib, root_ports_needed, too_many_ports
 
@@ -37,7 +40,9 @@ def _flatten(doc: dict, prefix: str = "") -> dict[str, dict]:
     return out
 
 
-def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...] = (), dropin: bool = False) -> list[Finding]:
+def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...] = (), dropin: bool = False,
+              host: Callable[[str], HostMemory] | None = None) -> list[Finding]:
+    """`host(backend_dir)`: this host's memory facts, to judge default_memory against (None: not judged)."""
     f: list[Finding] = []
     add = lambda *a: f.append(Finding(*a))  # noqa: E731
     tables = _flatten(doc)
@@ -133,6 +138,10 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
     if isinstance(mem, int) and isinstance(maxmem, int) and maxmem and maxmem < mem:
         add(ERROR, "memory", "hypervisor.qemu.default_maxmemory", f"default_maxmemory {maxmem} < default_memory {mem}",
             "raise default_maxmemory or set it to 0 (host RAM)")
+    if isinstance(mem, int) and host is not None:
+        backend, file_backed = memfit.backend_of(hyp)
+        for fit in memfit.memory_fit(mem, host(backend), file_backed, sum(d.mmio64 for d in devices)):
+            add(WARNING, fit.code, "hypervisor.qemu.default_memory", fit.message, fit.fix)
     if isinstance(mem, int) and mem < 4096 and devices:
         add(WARNING, "memory", "hypervisor.qemu.default_memory", f"default_memory = {mem} MiB is small for the NPU driver and runtime",
             f"set default_memory >= {guest_memory_mib(len(devices))}")
@@ -158,15 +167,15 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
     return f
 
 
-def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config") -> list[Finding]:
+def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config", host=None) -> list[Finding]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source} is not valid TOML: {e}") from None
-    return check_doc(doc, arch, devices, dropin)
+    return check_doc(doc, arch, devices, dropin, host)
 
 
-def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None) -> list[Finding]:
+def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None, host=None) -> list[Finding]:
     p = Path(path)
     try:
         text = p.read_text()
@@ -174,7 +183,7 @@ def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = No
         raise ConfigError(f"cannot read {p}: {e.strerror}") from None
     if dropin is None:
         dropin = p.parent.name == "config.d"
-    return check_text(text, arch, devices, dropin, str(p))
+    return check_text(text, arch, devices, dropin, str(p), host)
 
 
 def has_errors(findings: list[Finding]) -> bool:

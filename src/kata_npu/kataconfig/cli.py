@@ -223,11 +223,18 @@ def check_cmd(
     devices: Optional[List[str]] = DevOpt,
     bound: bool = typer.Option(True, "--bound/--no-bound", help="Check against accelerators on vfio-pci on this host."),
     dropin: Optional[bool] = typer.Option(None, "--dropin/--full", help="Treat FILE as a drop-in (default: if in config.d/)."),
+    host_memory: bool = typer.Option(True, "--host-memory/--no-host-memory", help="Judge default_memory against this host's RAM and /dev/shm."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Lint a Kata configuration for NPU passthrough; exit 12 on errors."""
     devs = _devices(ctx, list(devices or []), bound and not devices)
-    findings = checkmod.check_file(file, arch or valuesmod.host_arch(), devs, dropin)
+    host = None
+    if host_memory:
+        from ..host.memfit import read_host_memory
+
+        paths = _paths(ctx)
+        host = lambda backend: read_host_memory(paths, backend)  # noqa: E731
+    findings = checkmod.check_file(file, arch or valuesmod.host_arch(), devs, dropin, host)
     bad = checkmod.has_errors(findings)
     if as_json:
         from .. import output
