@@ -117,3 +117,29 @@ def test_visible_cdi_off_writes_neither():
     assert values.CDI_PARAM not in doc["hypervisor"]["qemu"]["kernel_params"]
     with pytest.raises(ConfigError, match="kata_version"):
         values.compute("x86_64", [], {"kata_version": "three"})
+
+
+def test_dropin_starts_from_the_base_files_params(tmp_path):
+    from typer.testing import CliRunner
+
+    from test_kataconfig import _cli
+
+    base = tmp_path / "configuration-qemu.toml"
+    base.write_text('[hypervisor.qemu]\nkernel_params = "cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 console=hvc1"\n')
+    r = CliRunner().invoke(_cli(), ["--root", str(tmp_path), "config", "dropin", "--arch", "x86_64", "--base", str(base),
+                                    "--set", "kernel_params=pci=realloc"])
+    assert r.exit_code == 0, r.output
+    h = tomllib.loads(r.stdout)["hypervisor"]["qemu"]
+    assert h["kernel_params"].split() == ["cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1", "console=hvc1", "pci=realloc"]
+    base.write_text('[hypervisor.qemu]\nkernel_params = ""\n')  # empty there: Kata's built-in defaults apply
+    r = CliRunner().invoke(_cli(), ["--root", str(tmp_path), "config", "dropin", "--arch", "x86_64", "--base", str(base),
+                                    "--set", "kernel_params=pci=realloc"])
+    assert tomllib.loads(r.stdout)["hypervisor"]["qemu"]["kernel_params"].split() == [*schema.KATA_DEFAULT_KERNEL_PARAMS["x86_64"], "pci=realloc"]
+
+
+def test_arm64_virt_counts_the_pod_network_too():
+    v = values.compute("aarch64", npus(16))
+    assert values.VIRT_NET_PORT_NOTE in v.notes
+    found = {f.code: f for f in check.check_text(render.render("full", v).text, "aarch64", npus(16))}
+    assert found["root-ports-max"].severity == check.WARNING and "15" in found["root-ports-max"].fix
+    assert values.VIRT_NET_PORT_NOTE not in values.compute("x86_64", npus(16)).notes

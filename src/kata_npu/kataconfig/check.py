@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..host import memfit
 from ..host.memfit import HostMemory
 from . import schema
-from .values import NpuDevice, guest_memory_mib, root_ports_needed, too_many_ports
+from .values import VIRT_NET_PORT_NOTE, NpuDevice, guest_memory_mib, root_ports_needed, too_many_ports
 
 ERROR, WARNING = "error", "warning"
 
@@ -101,6 +101,9 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
     if needed > schema.MAX_PCIE_PORTS:
         add(ERROR, "root-ports-max", "hypervisor.qemu.pcie_root_port", too_many_ports(needed, len(groups)),
             f"pass at most {schema.MAX_PCIE_PORTS} PCIe functions per VM: split the devices over several pods")
+    elif arch == "aarch64" and needed == schema.MAX_PCIE_PORTS:
+        add(WARNING, "root-ports-max", "hypervisor.qemu.pcie_root_port", VIRT_NET_PORT_NOTE,
+            f"pass at most {schema.MAX_PCIE_PORTS - 1} PCIe functions per VM on arm64")
     for key in ("pcie_root_port", "pcie_switch_port"):
         if isinstance(hyp.get(key), int) and hyp[key] > schema.MAX_PCIE_PORTS:
             add(ERROR, "root-ports-max", f"hypervisor.qemu.{key}",

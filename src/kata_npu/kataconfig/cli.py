@@ -62,11 +62,25 @@ def _emit(text: str, out: Optional[str], force: bool) -> None:
         sys.stdout.write(text)
 
 
-def _values(ctx, arch, devices, bound, set_, values_file) -> valuesmod.KataValues:
+def _values(ctx, arch, devices, bound, set_, values_file, kata_base: str | None = None) -> valuesmod.KataValues:
     base = valuesmod.load_values_file(values_file) if values_file else {}
     arch = arch or str(base.pop("arch", "") or "") or valuesmod.host_arch()
     overrides = valuesmod.parse_overrides(list(set_ or []), base)
-    return valuesmod.compute(arch, _devices(ctx, list(devices or []), bound), overrides)
+    base_params = _base_kernel_params(kata_base) if kata_base else None
+    return valuesmod.compute(arch, _devices(ctx, list(devices or []), bound), overrides, base_params)
+
+
+def _base_kernel_params(path: str) -> str:
+    """kernel_params of the Kata file a drop-in merges over (empty there means Kata's built-in defaults)."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read --base {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--base {path} is not valid TOML: {e}") from None
+    return str(doc.get("hypervisor", {}).get("qemu", {}).get("kernel_params", ""))
 
 
 ArchOpt = typer.Option(None, "--arch", help="x86_64 or aarch64 (default: this host).")
@@ -113,9 +127,11 @@ def render_cmd(
 @app.command("dropin")
 def dropin_cmd(ctx: typer.Context, out: Optional[str] = OutOpt, arch: Optional[str] = ArchOpt,
                devices: Optional[List[str]] = DevOpt, bound: bool = BoundOpt, set_: Optional[List[str]] = SetOpt,
-               values_file: Optional[str] = ValuesOpt, force: bool = ForceOpt) -> None:
+               values_file: Optional[str] = ValuesOpt, force: bool = ForceOpt,
+               base: Optional[str] = typer.Option(None, "--base", help="The Kata configuration this drop-in merges over: "
+                                                  "its kernel_params come first (default: Kata's own defaults).")) -> None:
     """The config.d/50-kata-npu.toml drop-in Kata merges over its default configuration."""
-    v = _values(ctx, arch, devices, bound, set_, values_file)
+    v = _values(ctx, arch, devices, bound, set_, values_file, base)
     _emit(rendermod.render("dropin", v).text, out, force)
 
 

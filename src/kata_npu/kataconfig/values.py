@@ -157,6 +157,11 @@ def host_arch() -> str:
 CDI_PARAM = "agent.visible_cdi_devices=true"  # kata-agent < 3.32 reads it from the guest kernel command line
 
 
+VIRT_NET_PORT_NOTE = (
+    "on arm64 virt Kata 3.30 also counts each pod network interface (and vhost-user-blk device) against the 16 "
+    "ports: 16 PCIe functions leave none, so a pod with a network fails; pass at most 15 there")
+
+
 def version_tuple(v: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in str(v).lstrip("v").split(".")[:2])
@@ -174,8 +179,12 @@ def root_ports_needed(devices) -> int:
     return sum(1 for d in devices if d.pcie)
 
 
-def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrides: dict | None = None) -> KataValues:
-    """Pure: the values for `arch` and `devices`, then overrides on top."""
+def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrides: dict | None = None,
+            base_kernel_params: str | None = None) -> KataValues:
+    """Pure: the values for `arch` and `devices`, then overrides on top.
+
+    kernel_params starts with the parameters we must not lose (our key replaces them): those of the base
+    file a drop-in merges over when given and non-empty, else Kata's own built-in defaults."""
     if arch not in schema.ARCHES:
         raise ConfigError(f"unsupported architecture {arch!r}; use one of {', '.join(schema.ARCHES)}")
     ov = dict(overrides or {})
@@ -193,7 +202,9 @@ def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrid
         )
     elif devices:
         notes.append(f"devices need {mmio // schema.GiB} GiB of 64-bit MMIO; the {arch} window is {window // schema.GiB} GiB")
-    defaults = list(schema.KATA_DEFAULT_KERNEL_PARAMS[arch])
+    if arch == "aarch64" and root_ports_needed(devices) == schema.MAX_PCIE_PORTS:
+        notes.append(VIRT_NET_PORT_NOTE)
+    defaults = (base_kernel_params or "").split() or list(schema.KATA_DEFAULT_KERNEL_PARAMS[arch])
     if "kernel_params" in ov:
         added += [p for p in ov.pop("kernel_params").split() if p not in added and p not in defaults]
     kata_version = str(ov.get("kata_version", schema.DEFAULT_KATA_VERSION))
