@@ -70,26 +70,22 @@ def _values(ctx, arch, devices, bound, set_, values_file, kata_base: str | None 
     return valuesmod.compute(arch, _devices(ctx, list(devices or []), bound), overrides, base_params)
 
 
-def _base_kernel_params(path: str) -> str:
-    """kernel_params of the Kata file a drop-in merges over (empty there means Kata's built-in defaults)."""
+def _kata_qemu_table(path: str) -> dict:
+    """[hypervisor.qemu] of a Kata configuration file, or a clear ConfigError."""
     import tomllib
 
     try:
         doc = tomllib.loads(Path(path).read_text())
     except OSError as e:
-        raise ConfigError(f"cannot read --base {path}: {e.strerror}") from None
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--base {path} is not valid TOML: {e}") from None
-    return str(doc.get("hypervisor", {}).get("qemu", {}).get("kernel_params", ""))
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    return doc.get("hypervisor", {}).get("qemu", {})
 
 
-ArchOpt = typer.Option(None, "--arch", help="x86_64 or aarch64 (default: this host).")
-DevOpt = typer.Option(None, "--devices", "-d", help="PCI address to pass (repeatable).")
-BoundOpt = typer.Option(False, "--bound", help="Every function on vfio-pci that kata-npu bound or the catalogue knows, whole groups.")
-SetOpt = typer.Option(None, "--set", help="key=value override (repeatable).")
-ValuesOpt = typer.Option(None, "--values", help="Values file (JSON, YAML or TOML) of key = value overrides.")
-OutOpt = typer.Option(None, "--out", "-o", help="Write here (atomically) instead of stdout.")
-ForceOpt = typer.Option(False, "--force", help="Replace an existing --out file.")
+def _base_kernel_params(path: str) -> str:
+    """kernel_params of the Kata file a drop-in merges over (empty there means Kata's built-in defaults)."""
+    return str(_kata_qemu_table(path).get("kernel_params", ""))
 
 
 @app.command("render")
@@ -215,15 +211,7 @@ def runtimeclass_cmd(ctx: typer.Context, out: Optional[str] = OutOpt, arch: Opti
 
 
 def _sizes_from_config(path: str) -> dict:
-    import tomllib
-
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    hyp = doc.get("hypervisor", {}).get("qemu", {})
+    hyp = _kata_qemu_table(path)
     out = {k: hyp[k] for k in ("default_memory", "default_vcpus") if isinstance(hyp.get(k), int)}
     if "default_memory" not in out:
         raise ConfigError(f"{path} has no [hypervisor.qemu] default_memory (a drop-in without it inherits the base file's: "
