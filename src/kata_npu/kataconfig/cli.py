@@ -88,6 +88,15 @@ def _base_kernel_params(path: str) -> str:
     return str(_kata_qemu_table(path).get("kernel_params", ""))
 
 
+ArchOpt = typer.Option(None, "--arch", help="x86_64 or aarch64 (default: this host).")
+DevOpt = typer.Option(None, "--devices", "-d", help="PCI address to pass (repeatable).")
+BoundOpt = typer.Option(False, "--bound", help="Every function on vfio-pci that kata-npu bound or the catalogue knows, whole groups.")
+SetOpt = typer.Option(None, "--set", help="key=value override (repeatable).")
+ValuesOpt = typer.Option(None, "--values", help="Values file (JSON, YAML or TOML) of key = value overrides.")
+OutOpt = typer.Option(None, "--out", "-o", help="Write here (atomically) instead of stdout.")
+ForceOpt = typer.Option(False, "--force", help="Replace an existing --out file.")
+
+
 @app.command("render")
 def render_cmd(
     ctx: typer.Context,
