@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from kata_npu.commands import app
 from kata_npu.errors import ConfigError
 from kata_npu.kataconfig import containerd as ctrd
+from realtools import require
 
 # Debian 12's shipped /etc/containerd/config.toml (containerd 1.6.20~ds1-1+deb12u3), verbatim.
 DEBIAN_SHIPPED = """version = 2
@@ -46,11 +47,7 @@ KATA_CONF = "/etc/kata-containers/configuration-qemu-npu.toml"
 @pytest.fixture(scope="module")
 def containerd_bin() -> str:
     exe = shutil.which("containerd")
-    if not exe:
-        msg = "needs Debian's containerd (apt-get install containerd)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " — CI must run this test")
-        pytest.skip(msg)
+    require(bool(exe), "needs Debian's containerd (apt-get install containerd)")
     return exe
 
 
@@ -198,11 +195,7 @@ def test_snippet_follows_the_hosts_config_version(tmp_path):
 
 def boot_log(exe: str, tmp: Path, body: str) -> str:
     """Start a real containerd on a private root/state/socket with DEBIAN-base `body`; its log once booted."""
-    if os.geteuid() != 0:
-        msg = "starting containerd needs root"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " — CI must run this test")
-        pytest.skip(msg)
+    require(os.geteuid() == 0, "starting containerd needs root")
     conf = tmp / "boot.toml"
     conf.write_text(f'root = "{tmp}/root"\nstate = "{tmp}/state"\n' + body + f'\n[grpc]\n  address = "{tmp}/ctrd.sock"\n')
     p = subprocess.Popen([exe, "--config", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

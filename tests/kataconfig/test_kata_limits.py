@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import tarfile
 import tomllib
@@ -14,6 +13,7 @@ from fakekernel import GiB, MiB
 from kata_npu.errors import ConfigError
 from kata_npu.kataconfig import check, render, schema, values
 from kata_npu.kataconfig.values import NpuDevice
+from realtools import require
 
 KATA_SRC = Path(__file__).resolve().parents[3] / "shared/kata/kata-containers-3.30.0-runtime-src.tar.xz"
 if not KATA_SRC.exists():
@@ -28,11 +28,7 @@ def npus(n: int, per_group: int = 1, bar: int = 64 * GiB, pcie: bool = True) -> 
 @pytest.fixture(scope="module")
 def kata_mk() -> dict[str, str]:
     """Kata's arch option files from the 3.30 source archive (read in place, never extracted into the tree)."""
-    if not KATA_SRC.exists():
-        msg = f"Kata 3.30 source archive not found ({KATA_SRC})"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " — CI must check our copy of Kata's defaults")
-        pytest.skip(msg)
+    require(KATA_SRC.exists(), f"Kata 3.30 source archive not found ({KATA_SRC})")
     want = {"x86_64": "src/runtime/arch/amd64-options.mk", "aarch64": "src/runtime/arch/arm64-options.mk"}
     out = {}
     with tarfile.open(KATA_SRC) as tf:
