@@ -238,3 +238,16 @@ def test_containerd_boots_with_cri_and_both_runtimes(tmp_path, containerd_bin):
     alone = ctrd.snippet(ctrd.target_for((1, 6)), KATA_CONF, {"plugins": {CRI: {"containerd": {"runtimes": {"x": {}}}}}})
     log = boot_log(containerd_bin, tmp_path, DEBIAN_SHIPPED + alone)
     assert "no corresponding runtime configured" in log
+
+
+def test_merge_into_a_version_1_config(tmp_path, containerd_bin):
+    """No `version` key: containerd 1.x reads it as version 1, whose CRI plugin id is "cri"."""
+    f = tmp_path / "config.toml"
+    f.write_text('[plugins.cri.cni]\n  bin_dir = "/usr/lib/cni"\n')
+    before = dump(containerd_bin, f)
+    r = cli("--containerd-version", "1.6", "--merge", str(f), root=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "kata-npu" in tomllib.loads(f.read_text())["plugins"]["cri"]["containerd"]["runtimes"]
+    after = dump(containerd_bin, f)  # the dump shows version 2 ids
+    assert_kata(after)
+    assert without_kata(after) == without_kata(before)
