@@ -251,3 +251,12 @@ def test_merge_into_a_version_1_config(tmp_path, containerd_bin):
     after = dump(containerd_bin, f)  # the dump shows version 2 ids
     assert_kata(after)
     assert without_kata(after) == without_kata(before)
+
+
+def test_merge_through_a_symlink_keeps_the_link(tmp_path):
+    real = tmp_path / "real.toml"
+    real.write_text(DEBIAN_SHIPPED)
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    ctrd.merge_file(link, (1, 6), KATA_CONF)
+    assert link.is_symlink() and "kata-npu" in real.read_text()

@@ -297,6 +297,7 @@ def merge_file(path: str | Path, version: tuple[int, int], config_path: str, han
     from .render import write_atomic
 
     p = Path(path)
+    p = p.resolve() if p.is_symlink() else p  # edit the file a symlink points at, keep the link
     try:
         text = p.read_text()
         st = p.stat()
