@@ -260,3 +260,9 @@ def test_merge_through_a_symlink_keeps_the_link(tmp_path):
     link.symlink_to(real)
     ctrd.merge_file(link, (1, 6), KATA_CONF)
     assert link.is_symlink() and "kata-npu" in real.read_text()
+
+
+def test_render_kind_containerd_is_the_same_snippet(tmp_path):
+    a = cli("--containerd-version", "1.7", root=tmp_path).stdout
+    r = CliRunner().invoke(app, ["--root", str(tmp_path), "config", "render", "--kind", "containerd", "--containerd-version", "1.7"])
+    assert r.exit_code == 0 and r.stdout == a and "--merge" in r.stderr  # 1.7: enable_cdi needs --merge
