@@ -289,3 +289,11 @@ def test_runargs_needs_devices():
         runargs.build(bound.BoundDevices(()))
     with pytest.raises(ConfigError):
         runargs.ctr_run_argv([])
+
+
+def test_write_atomic_unwritable_place_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot write /proc/kata-npu-x.toml"):
+        render.write_atomic("/proc/kata-npu-x.toml", "x")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match="cannot write"):
+        render.write_atomic(tmp_path / "f" / "under-a-file.toml", "x")
