@@ -185,12 +185,16 @@ def test_version_parsing_and_detection(tmp_path):
 
 
 def test_snippet_follows_the_hosts_config_version(tmp_path):
-    (tmp_path / "etc/containerd").mkdir(parents=True)
-    (tmp_path / "etc/containerd/config.toml").write_text(DEBIAN_SHIPPED + ctrd.snippet(ctrd.target_for((1, 6)), KATA_CONF, None))
+    conf = tmp_path / "etc/containerd/config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(DEBIAN_SHIPPED)
     r = cli("--containerd-version", "2.0", root=tmp_path)
     assert r.exit_code == 0
     assert CRI in tomllib.loads(r.stdout)["plugins"]  # version 2 file: version 2 ids even on containerd 2.x
-    assert "already has runtime" in r.stderr
+    # appending twice would stop containerd: refused, pointing at --merge
+    conf.write_text(DEBIAN_SHIPPED + r.stdout)
+    r = cli("--containerd-version", "2.0", root=tmp_path)
+    assert r.exit_code == 12 and "--merge" in str(r.exception) and r.stdout == ""
 
 
 def boot_log(exe: str, tmp: Path, body: str) -> str:

@@ -197,8 +197,8 @@ def _containerd_snippet(ctx: typer.Context, version: tuple[int, int], config_pat
         raise ConfigError(f"{base_file} is not valid TOML ({e}): containerd cannot load it either; fix it first") from None
     target = ctrd.target_for(version, base)
     if base is not None and ctrd._get(base, target.runtime_path()) is not None:
-        sys.stderr.write(f"kata-npu: warning: {base_file} already has runtime {ctrd.HANDLER!r}: appending again would "
-                         "declare its tables twice; use --merge\n")
+        raise ConfigError(f"{base_file} already has runtime {ctrd.HANDLER!r}: appending again would declare its tables "
+                          f"twice and stop containerd; use `kata-npu config containerd --merge {base_file}`")
     sys.stderr.write(f"kata-npu: {target.cdi_note()}\n")
     return ctrd.snippet(target, config_path, base)
 
