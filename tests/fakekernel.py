@@ -147,6 +147,7 @@ class FakeKernel:
         physfn: str | None = None,
         reset_method: str | None = "flr bus",
         iommufd: bool | str = False,
+        pcie: bool = True,
     ) -> Path:
         parent_dir = self.devdir(parent) if parent else self.sys / "devices/pci0000:00"
         d = parent_dir / addr
@@ -195,7 +196,7 @@ class FakeKernel:
             (d / k).write_text(v)
         (d / "config").write_bytes(
             vendor.to_bytes(2, "little") + device.to_bytes(2, "little") + bytes(4) + revision.to_bytes(1, "little")
-            + class_code.to_bytes(3, "little") + bytes(52)
+            + class_code.to_bytes(3, "little") + bytes((4096 if pcie else 256) - 12)  # PCIe: 4 KiB config space
         )
         self._rel_link(self.sys / "bus/pci/devices" / addr, d)
         if group is not None:
