@@ -33,7 +33,7 @@ devices:
 def runtimeclass(arch: str = "x86_64") -> dict:
     from ..kataconfig import render, values
 
-    rc = yaml.safe_load(render.render("runtimeclass", values.compute(arch, [])).text)
+    rc = render.runtimeclass(values.compute(arch, []))
     rc.setdefault("scheduling", {}).setdefault("nodeSelector", {})[NODE_LABEL] = "true"
     return rc
 
