@@ -337,7 +337,7 @@ app.add_typer(hook_app, name="hook")
 def hook_install(
     guest_root: str = typer.Option(..., "--guest-root", help="Root of the guest image being built."),
     python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
-    config: Optional[str] = typer.Option(None, "--config", help="hook.json to install as /etc/kata-npu/hook.json."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to validate and install as GUEST_ROOT/etc/kata-npu/hook.json (the path the hook reads)."),
     no_check_python: bool = typer.Option(False, "--no-check-python", help="Do not require the interpreter to exist in the guest root."),
 ) -> None:
     """Install kata-npu-hook as a regular executable under GUEST_ROOT/usr/share/oci/hooks/prestart/ (+ hooks.d JSON, CDI unit)."""

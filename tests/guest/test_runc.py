@@ -8,6 +8,7 @@ not admitted fails with EPERM.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 
@@ -269,3 +270,36 @@ def test_strict_applies_when_hook_config_is_broken(bundle):
     assert "RAN" not in r.stdout and r.returncode != 0
     st = bundle.status()
     assert st["killed"] is True and "bad-hook.json is not valid JSON" in st["message"]
+
+
+def _world_writable(top: Path) -> list[str]:
+    """Regular files and directories under ``top`` (and ``top`` itself) anyone may write."""
+    bad = []
+    for p in [top, *top.rglob("*")]:
+        st = p.lstat()
+        if (p.is_dir() or p.is_file()) and not p.is_symlink() and st.st_mode & 0o002:
+            bad.append(f"{p} {oct(st.st_mode & 0o7777)}")
+    return bad
+
+
+def test_nothing_the_hook_writes_is_world_writable(bundle):
+    """Issue 11 item 8: under a zero umask (kata-agent's may be) the status file came out 0666."""
+    bundle.write_config(PROBE, hooks={"prestart": [bundle.module_hook()]})
+    before = {p for p in bundle.rootfs.rglob("*")}
+    old = os.umask(0)  # runc and the hook inherit it
+    try:
+        r = bundle.run()
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    status = bundle.run_dir / f"{bundle.cid}.json"
+    assert status.is_file()
+    assert stat.S_IMODE(status.stat().st_mode) == 0o644
+    assert stat.S_IMODE(bundle.run_dir.stat().st_mode) == 0o755
+    assert _world_writable(bundle.run_dir) == []
+    created = [p for p in bundle.rootfs.rglob("*") if p not in before]
+    assert any(p.name == "ascend_install.info" for p in created)  # the mount targets the hook made
+    assert [p for p in created if (p.is_file() or p.is_dir()) and p.lstat().st_mode & 0o002] == []
+    # The configured node mode still lands exactly (0666 here): only nodes may be that open.
+    res = parse_probe(r.stdout)
+    assert res["nodes"]["/dev/davinci2"].split()[-1] == "666"
