@@ -180,7 +180,7 @@ def make_bundle(tmp: Path, chips: int = 8, pod_cgroup: bool = True) -> Bundle:
 
 PROBE = r"""
 for n in /dev/davinci* /dev/davinci_manager /dev/devmm_svm /dev/hisi_hdc; do
-  [ -e "$n" ] || continue
+  [ -e "$n" ] || { echo "ABSENT $n"; continue; }
   echo "NODE $n $(stat -c '%F %t %T %a' "$n")"
   if out=$(dd if="$n" of=/dev/null bs=1 count=0 2>&1); then echo "OPEN $n ok"; else echo "OPEN $n $out"; fi
 done
@@ -192,8 +192,10 @@ echo DONE
 
 
 def parse_probe(out: str) -> dict:
-    res: dict = {"nodes": {}, "open": {}, "mounts": {}, "lines": out.splitlines()}
+    res: dict = {"nodes": {}, "open": {}, "mounts": {}, "absent": set(), "lines": out.splitlines()}
     for line in out.splitlines():
+        if line.startswith("ABSENT "):
+            res["absent"].add(line.split(" ", 1)[1])
         if line.startswith("NODE "):
             _, path, rest = line.split(" ", 2)
             res["nodes"][path] = rest

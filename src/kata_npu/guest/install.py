@@ -125,7 +125,7 @@ def plan(python: str = "/usr/bin/python3", config: str | None = None, seen_as: s
     files.append(File(CDI_SCRIPT, script(python, "cdi", lib_at, cfg_at).encode(), 0o755))
     files.append(File(HOOKS_D, (json.dumps({
         "version": "1.0.0",
-        "hook": {"path": "/" + HOOK_DIR + "/" + HOOK_NAME, "args": [HOOK_NAME, "prestart"], "timeout": 10},
+        "hook": {"path": os.path.join(seen_as, HOOK_DIR, HOOK_NAME), "args": [HOOK_NAME, "prestart"], "timeout": 10},
         "when": {"always": True},
         "stages": ["prestart"],
     }, indent=2) + "\n").encode(), 0o644))
