@@ -20,7 +20,7 @@ from pathlib import Path
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 BUSYBOX = "/bin/busybox"
-PYTHON = os.path.realpath(sys.executable)
+PYTHON = os.path.abspath(sys.executable)  # not realpath: a venv python must stay in its venv
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 APPLETS = ["sh", "ls", "stat", "cat", "dd", "grep", "touch", "echo", "mknod", "head", "test", "sleep", "mount", "sed"]
 
