@@ -349,3 +349,19 @@ def hook_install(
             output.say(str(p))
     except HookError as e:
         raise KataNpuError(str(e)) from None
+
+
+@hook_app.command("tarball")
+def hook_tarball(
+    out: str = typer.Option(..., "--out", help="Output file, e.g. kata-npu-hooks.tar.zst."),
+    python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to validate and include as /etc/kata-npu/hook.json."),
+) -> None:
+    """The hook as a Kata osbuilder GUEST_HOOKS_TARBALL: reproducible (SOURCE_DATE_EPOCH), root-owned, zstd."""
+    from .guest.install import tarball
+    from .guest.model import HookError
+
+    try:
+        output.say(tarball(out, python, config))
+    except HookError as e:
+        raise KataNpuError(str(e)) from None

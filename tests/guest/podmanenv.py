@@ -19,7 +19,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runcenv import BUSYBOX
+from runcenv import BUSYBOX, overlay_mounts
 
 PODMAN = shutil.which("podman") or "/usr/bin/podman"
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
@@ -89,15 +89,11 @@ class Podman:
             timeout: float = 180) -> subprocess.CompletedProcess:
         """``podman --runtime runc ARGS`` with the given CDI spec files as /var/run/cdi.
 
-        ``overlay``: a guest tree whose usr/ and etc/ are laid read-only over the host's
-        /usr and /etc in the private namespace, so files installed for "/" run as installed.
+        ``overlay``: a guest tree laid over the host's /usr and /etc (runcenv.overlay_mounts).
         """
         setup = ["mount -t tmpfs -o mode=0755 kata-npu-test /run", "mkdir -m 0755 /run/cdi"]
         setup += [f"cp {shlex.quote(str(p))} /run/cdi/" for p in cdi]
-        for d in ("usr", "etc") if overlay else ():
-            if (overlay / d).is_dir():
-                lower = shlex.quote(f"lowerdir={overlay / d}:/{d}")
-                setup.append(f"mount -t overlay kata-npu-guest -o {lower} /{d}")
+        setup += overlay_mounts(overlay) if overlay else []
         cmd = " && ".join(setup + ["exec " + shlex.join([PODMAN, "--runtime", RUNC, *args])])
         return subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c", cmd],
                               env=self.env, capture_output=True, text=True, timeout=timeout,

@@ -491,3 +491,12 @@ def test_cdi_output_modes_under_zero_umask(fake_dev, tmp_path, monkeypatch):
     finally:
         os.umask(old)
     assert all(m & 0o022 == 0 for m in _modes(tmp_path / "a").values()), _modes(tmp_path / "a")
+
+
+def test_tarball_refuses_a_name_osbuilder_would_not_unpack(tmp_path, monkeypatch):
+    with pytest.raises(HookError, match="must end in .tar.zst"):
+        install.tarball(str(tmp_path / "hooks.tar.gz"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(HookError, match="SOURCE_DATE_EPOCH"):
+        install.tarball(str(tmp_path / "hooks.tar.zst"))
+    assert list(tmp_path.iterdir()) == []

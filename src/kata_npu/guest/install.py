@@ -196,6 +196,47 @@ def install(guest_root: str, python: str = "/usr/bin/python3", check_python: boo
     return out
 
 
+def tarball(out: str, python: str = "/usr/bin/python3", config: str | None = None,
+            epoch: int | None = None) -> str:
+    """The install as a Kata osbuilder ``GUEST_HOOKS_TARBALL`` (``tar --zstd -xvf T -C ROOTFS_DIR``).
+
+    Reproducible: sorted entries, owner root:root (0/0), every mtime ``epoch`` (default
+    ``SOURCE_DATE_EPOCH``, else 0), modes from the plan. Regular files only, no directory
+    entries, so unpacking never changes the modes or owners of the rootfs's existing directories.
+    """
+    import io
+    import subprocess
+    import tarfile
+
+    if epoch is None:
+        raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
+        if not raw.isdigit():
+            raise HookError(f"SOURCE_DATE_EPOCH must be a non-negative integer, got {raw!r}")
+        epoch = int(raw)
+    if not out.endswith((".tar.zst", ".tzst")):
+        raise UsageError(f"tarball: --out must end in .tar.zst (osbuilder unpacks it with tar --zstd), got {out!r}")
+    zstd = shutil.which("zstd")
+    if not zstd:
+        raise HookError("tarball: zstd not found (apt-get install zstd)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for f in plan(python, config, "/"):
+            ti = tarfile.TarInfo(f.path)
+            ti.size, ti.mode, ti.mtime = len(f.data), f.mode, epoch
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            tar.addfile(ti, io.BytesIO(f.data))
+    r = subprocess.run([zstd, "-q", "-19", "--single-thread", "-c"], input=buf.getvalue(), capture_output=True)
+    if r.returncode != 0:
+        raise HookError(f"tarball: zstd failed: {r.stderr.decode(errors='replace').strip()}")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp{os.getpid()}")
+    _write(tmp, r.stdout, 0o644)
+    os.replace(tmp, out)
+    return out
+
+
 def main(args: list[str]) -> int:
     root, python, check, cfg = None, "/usr/bin/python3", True, None
     i = 0
