@@ -210,10 +210,10 @@ echo DONE
 
 
 def parse_probe(out: str) -> dict:
-    res: dict = {"nodes": {}, "open": {}, "mounts": {}, "absent": set(), "lines": out.splitlines()}
+    res: dict = {"nodes": {}, "open": {}, "mounts": {}, "absent": [], "lines": out.splitlines()}
     for line in out.splitlines():
         if line.startswith("ABSENT "):
-            res["absent"].add(line.split(" ", 1)[1])
+            res["absent"].append(line.split(" ", 1)[1])
         if line.startswith("NODE "):
             _, path, rest = line.split(" ", 2)
             res["nodes"][path] = rest

@@ -500,3 +500,13 @@ def test_tarball_refuses_a_name_osbuilder_would_not_unpack(tmp_path, monkeypatch
     with pytest.raises(HookError, match="SOURCE_DATE_EPOCH"):
         install.tarball(str(tmp_path / "hooks.tar.zst"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cgroup_v2_path_does_not_import_ctypes():
+    """Issue 15 goal 5: on cgroup v2 every start queries device programs; that must not cost `import ctypes`."""
+    code = (f"import sys; sys.path.insert(0, {SRC!r}); from kata_npu.guest import bpfdev, cgroup, ffi; "
+            "b = ffi.buffer(8, b'abc'); assert b.raw == b'abc' + bytes(5) and ffi.address(b) > 0; "
+            "print(' '.join(sorted(sys.modules)))")
+    mods = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split())
+    assert "kata_npu.guest.bpfdev" in mods and "ctypes" not in mods
