@@ -382,13 +382,18 @@ def test_main_unknown_command(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
+def _modules_after(code: str) -> set[str]:
+    """sys.modules names printed by ``code`` run as the hook runs (-I -S)."""
+    return set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
 def test_hook_import_path_is_lean():
     """No typer/rich/jinja2/yaml, and none of re/enum/dataclasses/json/inspect (ms each at every start)."""
     code = (f"import sys; sys.path.insert(0, {SRC!r}); import kata_npu.guest.hook as h; "
             "from kata_npu.guest import cgroup, config, discover, inject, report, selection, state; "
             "print(' '.join(sorted(sys.modules)))")
-    mods = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
-                              check=True).stdout.split())
+    mods = _modules_after(code)
     assert "kata_npu.guest.inject" in mods
     banned = {"typer", "rich", "jinja2", "yaml", "re", "enum", "dataclasses", "json", "inspect", "socket",
               "signal", "ctypes"}
@@ -507,6 +512,5 @@ def test_cgroup_v2_path_does_not_import_ctypes():
     code = (f"import sys; sys.path.insert(0, {SRC!r}); from kata_npu.guest import bpfdev, cgroup, ffi; "
             "b = ffi.buffer(8, b'abc'); assert b.raw == b'abc' + bytes(5) and ffi.address(b) > 0; "
             "print(' '.join(sorted(sys.modules)))")
-    mods = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
-                              check=True).stdout.split())
+    mods = _modules_after(code)
     assert "kata_npu.guest.bpfdev" in mods and "ctypes" not in mods

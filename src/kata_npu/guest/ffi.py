@@ -10,28 +10,13 @@ from __future__ import annotations
 import _ctypes
 
 
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
+def _simple(name: str, code: str) -> type:
+    """A C scalar type as ctypes would define it (``c_int`` = "i" ...), without importing ctypes."""
+    return type(name, (_ctypes._SimpleCData,), {"_type_": code})
 
 
-class c_ulong(_ctypes._SimpleCData):
-    _type_ = "L"
-
-
-class c_char_p(_ctypes._SimpleCData):
-    _type_ = "z"
-
-
-class c_long(_ctypes._SimpleCData):
-    _type_ = "l"
-
-
-class c_uint(_ctypes._SimpleCData):
-    _type_ = "I"
-
-
-class c_char(_ctypes._SimpleCData):
-    _type_ = "c"
+c_int, c_ulong, c_char_p = _simple("c_int", "i"), _simple("c_ulong", "L"), _simple("c_char_p", "z")
+c_long, c_uint, c_char = _simple("c_long", "l"), _simple("c_uint", "I"), _simple("c_char", "c")
 
 
 class _Func(_ctypes.CFuncPtr):
