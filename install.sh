@@ -24,7 +24,7 @@ mode=system
 case "${1:-}" in
   "") ;;
   --dev) mode=dev ;;
-  -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown argument '$1' (usage: ./install.sh [--dev])" 2 ;;
 esac
 [ $# -le 1 ] || die "too many arguments (usage: ./install.sh [--dev])" 2
