@@ -340,7 +340,7 @@ app.add_typer(hook_app, name="hook")
 def hook_install(
     guest_root: str = typer.Option(..., "--guest-root", help="Root of the guest image being built."),
     python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
-    config: Optional[str] = typer.Option(None, "--config", help="hook.json to install as /etc/kata-npu/hook.json."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to validate and install as GUEST_ROOT/etc/kata-npu/hook.json (the path the hook reads)."),
     no_check_python: bool = typer.Option(False, "--no-check-python", help="Do not require the interpreter to exist in the guest root."),
 ) -> None:
     """Install kata-npu-hook as a regular executable under GUEST_ROOT/usr/share/oci/hooks/prestart/ (+ hooks.d JSON, CDI unit)."""
@@ -350,5 +350,21 @@ def hook_install(
     try:
         for p in install(guest_root, python, not no_check_python, config):
             output.say(str(p))
+    except HookError as e:
+        raise KataNpuError(str(e)) from None
+
+
+@hook_app.command("tarball")
+def hook_tarball(
+    out: str = typer.Option(..., "--out", help="Output file, e.g. kata-npu-hooks.tar.zst."),
+    python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to validate and include as /etc/kata-npu/hook.json."),
+) -> None:
+    """The hook as a Kata osbuilder GUEST_HOOKS_TARBALL: reproducible (SOURCE_DATE_EPOCH), root-owned, zstd."""
+    from .guest.install import tarball
+    from .guest.model import HookError
+
+    try:
+        output.say(tarball(out, python, config))
     except HookError as e:
         raise KataNpuError(str(e)) from None
