@@ -349,3 +349,8 @@ def hook_install(
             output.say(str(p))
     except HookError as e:
         raise KataNpuError(str(e)) from None
+
+
+from .image.cli import app as _image_app  # noqa: E402
+
+app.add_typer(_image_app, name="image")
