@@ -110,6 +110,7 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input]) -> str:
     loader = os.path.join(os.path.dirname(__file__), "data", "npu-modules")
     os.makedirs(os.path.join(root, os.path.dirname(LOADER).lstrip("/")), exist_ok=True)
     shutil.copyfile(loader, os.path.join(root, LOADER.lstrip("/")))
+    os.chmod(os.path.join(root, LOADER.lstrip("/")), 0o755)
     std = pysubset.stdlib_files(root, PYTHON, HOOK_LIB)
     py = [f for f in std if f.endswith(".py")]
     _compile(root, py + [HOOK_LIB])

@@ -1,15 +1,15 @@
 """Stage 3: exactly the stdlib files the hook and CDI generator import, found by the guest's own Python.
 
-Two sources, unioned: the modules loaded after importing every guest module
-(interpreter start-up set included, extension modules with their .so), and
-modulefinder's static walk of the same files (imports inside functions). Run
+The modules loaded after importing every guest module (interpreter start-up
+set included, extension modules with their .so) and, for imports inside
+functions, every absolute import statement in their sources, imported for
+real (a static walk of the stdlib, as modulefinder does, drags in asyncio,
+email and ssl through branches never taken). Run
 with the image's interpreter in the build root, so paths and versions are
 the guest's.
 """
 
 from __future__ import annotations
-
-import json
 
 from .util import run
 
@@ -18,18 +18,26 @@ import sys, os
 lib = sys.argv[1]
 sys.path.insert(0, lib)
 pkg = os.path.join(lib, "kata_npu", "guest")
-mods = sorted("kata_npu.guest." + f[:-3] for f in os.listdir(pkg) if f.endswith(".py") and f not in ("install.py", "__init__.py"))
-extra = [m for m in sys.argv[2:] if m]
-for m in mods + extra:
+srcs = sorted(f for f in os.listdir(pkg) if f.endswith(".py") and f != "install.py")
+for f in srcs:
+    __import__("kata_npu.guest." + f[:-3])
+# imports inside functions: every absolute import line of the guest sources, imported for real
+# (plain string scanning: the ast module would itself load enum, re, ... into sys.modules)
+for f in srcs:
+    for line in open(os.path.join(pkg, f)):
+        words = line.split("#")[0].replace(",", " ").split()
+        if len(words) >= 2 and words[0] in ("import", "from") and not words[1].startswith((".", "kata_npu", "__future__")):
+            names = [words[1]] if words[0] == "from" else [w for w in words[1:] if w != "as"][:1]
+            for n in names:
+                try:
+                    __import__(n)
+                except ImportError:
+                    pass  # an optional import the guest code guards itself
+for m in sys.argv[2:]:
     __import__(m)
-files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-import modulefinder
-mf = modulefinder.ModuleFinder(path=sys.path, excludes=["kata_npu.guest.install"])
-for m in mods + extra:
-    mf.import_hook(m)
-files |= {m.__file__ for m in mf.modules.values()}
 std = os.path.dirname(os.__file__)
-print(__import__("json").dumps(sorted(f for f in files if f and f.startswith(std + "/"))))
+files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+print("\n".join(sorted(f for f in files if f and f.startswith(std + "/"))))
 """
 
 
@@ -37,4 +45,4 @@ def stdlib_files(root: str, python: str, lib: str, extra_modules: tuple[str, ...
     """Absolute in-guest paths of the stdlib .py/.so files needed; ``lib`` holds kata_npu/guest."""
     out = run(["chroot", root, python, "-IS", "-c", PROBE, lib, *extra_modules],
               "finding the hook's stdlib imports", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}).stdout
-    return json.loads(out)
+    return out.split()

@@ -38,7 +38,10 @@ for p in ("/usr/local/Ascend/driver/lib64/probe", "/usr/local/probe"):
         open(p, "w").close(); w("write " + p + " ok")
     except OSError as e:
         w("write " + p + " " + (os.strerror(e.errno) if e.errno else str(e)))
-w("driver " + ",".join(sorted(os.listdir("/usr/local/Ascend/driver"))))
+try:
+    w("driver " + ",".join(sorted(os.listdir("/usr/local/Ascend/driver"))))
+except OSError as e:
+    w("driver " + e.strerror)
 w("install_info " + str(os.path.exists("/etc/ascend_install.info")))
 w("modules " + ",".join(sorted(l.split()[0] for l in open("/proc/modules"))))
 w("done")
