@@ -23,7 +23,7 @@ class Boot:
 
     def value(self, prefix: str, key: str) -> str:
         for l in self.lines(prefix):
-            if l.startswith(key + " "):
+            if l == key or l.startswith(key + " "):
                 return l[len(key) + 1:]
         raise AssertionError(f"no {prefix} {key} line; console:\n{self.console[-3000:]}")
 
