@@ -182,14 +182,14 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
             if fmt == "initrd":
                 initrd.write_initrd(stage, tmp, o.source_date_epoch, o.compress)
             else:
-                disk.write_disk(stage, tmp, o.source_date_epoch)
+                disk.write_disk(stage, tmp, o.source_date_epoch, o.fs)
             artifacts.append(Artifact(name, fmt, sha256_file(tmp), os.path.getsize(tmp)))
         inputs.append(Input("python", "python", version=_guest_python(stage)))
         for a in artifacts:
             publish(os.path.join(work, a.path), os.path.join(p.out, a.path))
         text = manifest.render(artifacts, inputs, o.source_date_epoch,
                                {"init": o.init, "arch": o.arch, "formats": list(o.formats),
-                                "compress": o.compress, "npu_vendors": list(o.npu_vendors)})
+                                "compress": o.compress, "fs": o.fs, "npu_vendors": list(o.npu_vendors)})
         return artifacts, manifest.write(p.out, text)
     finally:
         _rm_tree(work)

@@ -26,6 +26,7 @@ def build_cmd(
     arch: str = typer.Option(os.uname().machine, "--arch", help="x86_64 or aarch64 (native only)."),
     npu_vendor: List[str] = typer.Option([], "--npu-vendor", help="PCI vendor id gating module loading (default 0x19e5)."),
     compress: str = typer.Option("gzip", "--compress", help="initrd compression: gzip or zstd."),
+    fs: str = typer.Option("erofs", "--fs", help="Disk image filesystem: erofs (reproducible) or ext4 (ctimes differ per build)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, build nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -39,7 +40,7 @@ def build_cmd(
     formats = ("initrd", "image") if fmt == "both" else (fmt,)
     o = BuildOptions(out=out, formats=formats, init=init, agent=agent, drivers=tuple(drivers),
                      kernel_version=kernel_version, kernel_modules=kernel_modules, from_rootfs=from_rootfs,
-                     arch=arch, source_date_epoch=int(epoch_text), compress=compress,
+                     arch=arch, source_date_epoch=int(epoch_text), compress=compress, fs=fs,
                      npu_vendors=tuple(v.lower() for v in npu_vendor) or NPU_VENDORS)
     if dry_run:
         p = build.plan(o)

@@ -1,4 +1,4 @@
-"""Deterministic disk image writer: ext4 (``mke2fs -d``) or erofs in an MBR disk, no loop devices.
+"""Deterministic disk image writer: erofs (default) or ext4 (``mke2fs -d``) in an MBR disk, no loop devices.
 
 The filesystem is built from the staged tree by mke2fs/mkfs.erofs directly
 (nothing mounted), with UUID, hash seed and timestamps fixed; the partition
@@ -27,12 +27,14 @@ def tree_bytes(stage: str) -> int:
     return total
 
 
-def write_fs(stage: str, path: str, epoch: int, fstype: str = "ext4") -> None:
+def write_fs(stage: str, path: str, epoch: int, fstype: str = "erofs") -> None:
+    """erofs is bit-reproducible (sorted dirents, -T for every timestamp). ext4 via mke2fs -d
+    (e2fsprogs 1.47.0) copies each file's ctime, which no one can set, so it differs per build."""
     fs_uuid = str(uuid.uuid5(NS, f"rootfs:{epoch}"))
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "E2FSPROGS_FAKE_TIME": str(epoch),
            "SOURCE_DATE_EPOCH": str(epoch), "LANG": "C"}
     if fstype == "erofs":
-        run(["mkfs.erofs", "--quiet", "-U", fs_uuid, "-T", str(epoch), path, stage], "mkfs.erofs", env=env)
+        run(["mkfs.erofs", "--quiet", f"-U{fs_uuid}", f"-T{epoch}", path, stage], "mkfs.erofs", env=env)
         return
     size_mib = (tree_bytes(stage) * 13 // 10 + (16 << 20)) >> 20
     if os.path.exists(path):
@@ -42,7 +44,7 @@ def write_fs(stage: str, path: str, epoch: int, fstype: str = "ext4") -> None:
          "-L", "kata-npu", "-d", stage, path, f"{size_mib}M"], "mke2fs", env=env)
 
 
-def write_disk(stage: str, path: str, epoch: int, fstype: str = "ext4") -> None:
+def write_disk(stage: str, path: str, epoch: int, fstype: str = "erofs") -> None:
     """MBR disk with one Linux partition at 1 MiB holding the filesystem; written to ``path``."""
     fs = path + ".fs"
     try:

@@ -37,6 +37,7 @@ class BuildOptions:
     cache_dir: str = field(default_factory=lambda: os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "kata-npu-image"))
     compress: str = "gzip"
+    fs: str = "erofs"
 
     def check(self) -> None:
         """Reject bad input before any work: one clear line each."""
@@ -62,6 +63,8 @@ class BuildOptions:
             raise ImageError("--driver needs --kernel-version (the guest kernel the modules are for)")
         if self.kernel_version and not os.path.isdir(self.modules_dir()):
             raise ImageError(f"guest kernel modules dir {self.modules_dir()} not found (pass --kernel-modules DIR)")
+        if self.fs not in ("erofs", "ext4"):
+            raise ImageError(f"--fs must be erofs or ext4, got {self.fs!r}")
         if self.compress not in ("gzip", "zstd"):
             raise ImageError(f"compression must be gzip or zstd, got {self.compress!r}")
 
