@@ -148,7 +148,6 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path, standin_run):
     fake_mods.mkdir(parents=True)
     for n in ("modules.order", "modules.builtin", "modules.builtin.modinfo", "modules.dep"):
         (fake_mods / n).write_text("")
-    r = build(out, standin_run, "--kernel-modules", str(fake_mods))
     r = subprocess.run([*map(str, [sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", out, "--agent", AGENT,
                          "--driver", standin_run, "--kernel-version", "6.1.0-99-amd64", "--kernel-modules", fake_mods])],
                         capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
