@@ -19,4 +19,4 @@ def test_second_build_is_bit_identical(image, standin_run, tmp_path):
         assert (image / art["path"]).read_bytes() == (out / art["path"]).read_bytes(), art["path"]
     assert (image / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
     # no build leftovers next to the artifacts
-    assert sorted(p.name for p in out.iterdir()) == ["kata-npu-initrd.img", "kata-npu-rootfs.img", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["kata-npu-initrd.img", "kata-npu-rootfs.img", "kata-values.json", "manifest.json"]

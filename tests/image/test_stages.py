@@ -154,3 +154,15 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path, standin_run):
     assert r.returncode == 13 and "not the guest kernel 6.1.0-99-amd64" in r.stderr, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
     assert (out / "manifest.json").read_text() == "previous\n"
+
+
+def test_config_render_loads_the_driver_modules(image, tmp_path):
+    """The build's kata-values.json makes `kata-npu config render` set the agent's kernel_modules."""
+    import tomllib
+
+    r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "config", "render", "--values",
+                        str(image / "kata-values.json"), "--arch", "x86_64"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = tomllib.loads(r.stdout)
+    assert doc["agent"]["kata"]["kernel_modules"] == ["npu_standin"]
+    assert doc["hypervisor"]["qemu"]["image"] == "/usr/share/kata-npu/kata-npu-rootfs.img"

@@ -7,6 +7,7 @@ previous output (or nothing) and never a partial file.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ HOOK_LIB = "/usr/lib/kata-npu"
 LOADER = "/usr/libexec/kata-npu/npu-modules"
 LOADER_CONF = "/etc/kata-npu/npu-modules.conf"
 AGENT = "/usr/bin/kata-agent"
+VALUES = "kata-values.json"
 ARTIFACT_NAMES = {"initrd": "kata-npu-initrd.img", "image": "kata-npu-rootfs.img"}
 
 
@@ -86,7 +88,7 @@ def _agent_version(path: str) -> str | None:
         return None
 
 
-def stage_tree(o: BuildOptions, work: str, inputs: list[Input]) -> str:
+def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: list[str] | None = None) -> str:
     root, stage = os.path.join(work, "root"), os.path.join(work, "stage")
     if o.from_rootfs:
         base.from_rootfs(o.from_rootfs, root)
@@ -103,6 +105,8 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input]) -> str:
     if o.kernel_version:
         result = driver.install(root, o.drivers, o.kernel_version, o.modules_dir())
         modules = result.modules
+        if modules_out is not None:
+            modules_out += modules
         inputs += result.inputs
         inputs.append(Input(o.kernel_version, "kernel", version=o.kernel_version))
     driver_files = chisel.added_by_driver(root, before)
@@ -173,7 +177,8 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
     work = tempfile.mkdtemp(prefix=".kata-npu-image-", dir=p.out)
     inputs: list[Input] = []
     try:
-        stage = stage_tree(o, work, inputs)
+        modules: list[str] = []
+        stage = stage_tree(o, work, inputs, modules)
         initrd.clamp_mtimes(stage, o.source_date_epoch)
         artifacts: list[Artifact] = []
         for fmt in o.formats:
@@ -185,6 +190,11 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
                 disk.write_disk(stage, tmp, o.source_date_epoch, o.fs)
             artifacts.append(Artifact(name, fmt, sha256_file(tmp), os.path.getsize(tmp)))
         inputs.append(Input("python", "python", version=_guest_python(stage)))
+        # values for `kata-npu config render --values`: agent-as-init loads the driver via kernel_modules
+        values = os.path.join(work, VALUES)
+        with open(values, "w") as f:
+            f.write(json.dumps({"kernel_modules": modules}, indent=2) + "\n")
+        publish(values, os.path.join(p.out, VALUES))
         for a in artifacts:
             publish(os.path.join(work, a.path), os.path.join(p.out, a.path))
         text = manifest.render(artifacts, inputs, o.source_date_epoch,
