@@ -166,3 +166,30 @@ def test_config_render_loads_the_driver_modules(image, tmp_path):
     doc = tomllib.loads(r.stdout)
     assert doc["agent"]["kata"]["kernel_modules"] == ["npu_standin"]
     assert doc["hypervisor"]["qemu"]["image"] == "/usr/share/kata-npu/kata-npu-rootfs.img"
+
+
+def test_initrd_holds_only_what_runs(image, tmp_path):
+    x = tmp_path / "x"
+    x.mkdir()
+    raw = gzip.decompress((image / "kata-npu-initrd.img").read_bytes())
+    subprocess.run(["cpio", "-idm", "--quiet"], input=raw, cwd=x, check=True)
+    for absent in ("usr/bin/sh", "usr/bin/bash", "usr/bin/dpkg", "usr/bin/apt", "usr/bin/gcc", "usr/include",
+                   "usr/share/doc", "usr/lib/python3.11/asyncio", "usr/lib/python3.11/email", "var/lib/dpkg",
+                   "var/log/ascend_seclog", "tmp/kata-npu-driver"):
+        assert not (x / absent).exists(), absent
+    hook = x / "usr/share/oci/hooks/prestart/50-kata-npu"
+    st = os.lstat(hook)
+    assert st.st_mode & 0o170777 == 0o100755
+    assert hook.read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
+    assert os.readlink(x / "init") == "/usr/bin/kata-agent" and os.readlink(x / "usr/sbin/init") == "/usr/bin/kata-agent"
+    assert (x / "usr/lib/modules" / kver() / "updates/npu_standin.ko").is_file()
+    assert "updates/npu_standin.ko:" in (x / "usr/lib/modules" / kver() / "modules.dep").read_text()
+    assert (x / "etc/kata-npu/npu-modules.conf").read_text() == "vendor 0x1234\nmodule npu_standin\n"
+    assert [l.split(":")[0] for l in (x / "etc/passwd").read_text().splitlines()] == ["root", "HwHiAiUser"]
+    pycs = list(x.glob("usr/lib/python3.11/**/*.pyc")) + list(x.glob("usr/lib/kata-npu/**/*.pyc"))
+    assert len(pycs) > 20
+    for p in pycs:  # PEP 552 flags word: 1 = hash-based, source never checked
+        assert int.from_bytes(p.read_bytes()[4:8], "little") == 1, p
+    # every stdlib .py the image ships has its .pyc
+    for py in x.glob("usr/lib/python3.11/**/*.py"):
+        assert (py.parent / "__pycache__" / f"{py.stem}.cpython-311.pyc").exists(), py
