@@ -193,3 +193,20 @@ def test_initrd_holds_only_what_runs(image, tmp_path):
     # every stdlib .py the image ships has its .pyc
     for py in x.glob("usr/lib/python3.11/**/*.py"):
         assert (py.parent / "__pycache__" / f"{py.stem}.cpython-311.pyc").exists(), py
+
+
+def test_from_rootfs_and_dry_run(tmp_path, standin_run, base_root):
+    """--from-rootfs starts from a given tree (here: the unpacked Debian base) instead of mmdebstrap."""
+    env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
+    cmd = [sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", str(tmp_path / "o"), "--agent", str(AGENT),
+           "--from-rootfs", str(base_root), "--driver", str(standin_run), "--kernel-version", kver(),
+           "--npu-vendor", "0x1234"]
+    r = subprocess.run(cmd + ["--dry-run", "--json"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["base"] == str(base_root) and not (tmp_path / "o").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "o/manifest.json").read_text())
+    assert {"name": str(base_root), "kind": "rootfs"} in m["inputs"]
+    assert [a["kind"] for a in m["artifacts"]] == ["initrd"]
+    assert not (base_root / "usr/local/Ascend").exists(), "--from-rootfs must not be modified"

@@ -70,9 +70,14 @@ def _compile(root: str, paths: list[str]) -> None:
          *paths], "byte-compiling the guest Python", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"})
 
 
-def _pyc(path: str) -> str:
+def _pyc(path: str, tag: str) -> str:
     d, n = os.path.split(path)
-    return f"{d}/__pycache__/{n[:-3]}.cpython-311.pyc"
+    return f"{d}/__pycache__/{n[:-3]}.{tag}.pyc"
+
+
+def _stdlib_dir(std: list[str]) -> str:
+    """/usr/lib/pythonX.Y: the shortest common parent of the subset's files (os.py sits there)."""
+    return next(os.path.dirname(f) for f in std if f.endswith("/os.py"))
 
 
 def _agent_version(path: str) -> str | None:
@@ -124,15 +129,16 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: lis
     c.add_elf("/usr/bin/kmod")
     for n in chisel.KMOD_LINKS:
         c.symlink("../bin/kmod", f"usr/sbin/{n}")
+    libdir = _stdlib_dir(std)
+    tag = "cpython-" + os.path.basename(libdir)[len("python"):].replace(".", "")
     for f in std:
         if f.endswith(".so"):
             c.add_elf(f)
         else:
             c.add(f)
             if f.endswith(".py"):
-                c.add(_pyc(f))
-    pyver = os.path.basename(os.path.dirname(std[0])) if std else "python3"
-    os.makedirs(os.path.join(stage, f"usr/lib/{pyver}/lib-dynload"), exist_ok=True)
+                c.add(_pyc(f, tag))
+    os.makedirs(os.path.join(stage, libdir.lstrip("/"), "lib-dynload"), exist_ok=True)
     c.add(HOOK_LIB)
     c.add("/usr/share/oci/hooks/prestart")
     c.add("/usr/libexec/kata-npu")
