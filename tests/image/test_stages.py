@@ -210,3 +210,28 @@ def test_from_rootfs_and_dry_run(tmp_path, standin_run, base_root):
     assert {"name": str(base_root), "kind": "rootfs"} in m["inputs"]
     assert [a["kind"] for a in m["artifacts"]] == ["initrd"]
     assert not (base_root / "usr/local/Ascend").exists(), "--from-rootfs must not be modified"
+
+
+def test_ctrl_c_leaves_nothing_half_written(tmp_path, standin_run):
+    """SIGINT in the middle of a build: exit 130, previous manifest intact, no temp dir or partial artifact."""
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "manifest.json").write_text("previous\n")
+    cmd = [sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", str(out), "--agent", str(AGENT),
+           "--driver", str(standin_run), "--kernel-version", kver(), "--npu-vendor", "0x1234", "--format", "both"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".kata-npu-image-*/root/usr")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the build (unpack/driver/chisel)
+    assert p.poll() is None, "build finished before it could be interrupted"
+    p.send_signal(signal.SIGINT)  # our own child, by PID
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert sorted(x.name for x in out.iterdir()) == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == "previous\n"
