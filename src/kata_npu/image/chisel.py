@@ -40,10 +40,10 @@ def snapshot(root: str) -> dict[str, tuple[int, int, int]]:
 
 
 def added_by_driver(root: str, before: dict[str, tuple[int, int, int]]) -> list[str]:
+    """Files the installers added or changed; kernel modules are taken from the guest kernel dir instead."""
     after = snapshot(root)
-    return sorted(p for p, v in after.items()
-                  if before.get(p) != v and not p.startswith(DROP_PREFIXES) and not p.startswith("lib/modules/")
-                  and not stat.S_ISDIR(v[0]))
+    skip = DROP_PREFIXES + ("lib/modules/", "usr/lib/modules/")
+    return sorted(p for p, v in after.items() if before.get(p) != v and not p.startswith(skip) and not stat.S_ISDIR(v[0]))
 
 
 class Chisel:
