@@ -235,3 +235,36 @@ def test_ctrl_c_leaves_nothing_half_written(tmp_path, standin_run):
     assert "Traceback" not in err
     assert sorted(x.name for x in out.iterdir()) == ["manifest.json"]
     assert (out / "manifest.json").read_text() == "previous\n"
+
+
+def test_disk_image_holds_the_same_tree_as_the_initrd(image, tmp_path):
+    """fsck.erofs checks the partition and extracts it; same paths, modes, links and file bytes as the initrd."""
+    disk_img = image / "kata-npu-rootfs.img"
+    part = tmp_path / "part.erofs"
+    with open(disk_img, "rb") as src, open(part, "wb") as dst:
+        src.seek(disk.PART_START)
+        dst.write(src.read())
+    (tmp_path / "e").mkdir()
+    subprocess.run(["fsck.erofs", f"--extract={tmp_path / 'e'}", "--force", str(part)], check=True, capture_output=True)
+    (tmp_path / "i").mkdir()
+    raw = gzip.decompress((image / "kata-npu-initrd.img").read_bytes())
+    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=raw, cwd=tmp_path / "i", check=True)
+
+    def walk(top: Path) -> dict[str, tuple]:
+        out = {}
+        for d, dirs, files in os.walk(top):
+            for n in dirs + files:
+                p = Path(d) / n
+                st = os.lstat(p)
+                rel = str(p.relative_to(top))
+                if os.path.islink(p):
+                    out[rel] = ("l", os.readlink(p))
+                elif p.is_file():
+                    out[rel] = ("f", st.st_mode & 0o7777, p.read_bytes())
+                else:
+                    out[rel] = ("o", st.st_mode)
+        return out
+
+    e, i = walk(tmp_path / "e"), walk(tmp_path / "i")
+    assert sorted(e) == sorted(i)
+    assert e == i
