@@ -53,6 +53,19 @@ def test_initrd_is_sorted_clamped_and_readable_by_cpio(tmp_path):
     assert (tmp_path / "j.img").read_bytes() == out.read_bytes()
 
 
+def test_zstd_initrd_is_deterministic_and_readable(tmp_path):
+    stage = tmp_path / "stage"
+    _tree(stage)
+    initrd.clamp_mtimes(str(stage), 1000)
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    initrd.write_initrd(str(stage), str(a), 1000, "zstd")
+    initrd.write_initrd(str(stage), str(b), 1000, "zstd")
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    raw = subprocess.run(["zstd", "-dc", str(a)], capture_output=True, check=True).stdout
+    listing = subprocess.run(["cpio", "-t", "--quiet"], input=raw, capture_output=True, check=True).stdout.decode()
+    assert listing.split() == ["bin", "etc", "etc/a", "etc/b", "usr", "usr/bin", "usr/bin/tool"]
+
+
 def test_disk_has_fixed_label_id_and_a_valid_erofs_partition(tmp_path):
     stage = tmp_path / "stage"
     _tree(stage)
