@@ -53,3 +53,21 @@ def test_still_coming_up_after_the_budget_is_a_timeout(tmp_path):
     t = time.monotonic()
     assert bringup.wait_for_npus(str(tmp_path / "run"), str(dev), budget=0.2, poll=0.01) == "timeout"
     assert 0.2 <= time.monotonic() - t < 1
+
+
+def test_hook_reports_npu_still_coming_up(tmp_path, monkeypatch):
+    import pytest
+
+    from kata_npu.guest import hook
+    from kata_npu.guest.config import HookConfig
+    from kata_npu.guest.model import HookError
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    _status(tmp_path / "run", "loading", 1)
+    monkeypatch.setattr(bringup, "WAIT_S", 0.2)
+    cfg = HookConfig(dev_root=str(dev), run_dir=str(tmp_path / "run"))
+    with pytest.raises(HookError, match=r"NPU driver still coming up after 0.2 s"):
+        hook._wait_for_driver(cfg)
+    (dev / "davinci0").touch()
+    hook._wait_for_driver(cfg)  # control: the node is there, no error

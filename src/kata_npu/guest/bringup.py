@@ -30,9 +30,9 @@ def _chips(dev_root: str) -> int:
         return 0
 
 
-def wait_for_npus(run_dir: str, dev_root: str, budget: float = WAIT_S, poll: float = 0.05) -> str:
-    """Block until the expected davinci nodes exist or the budget ends; returns the final state word."""
-    deadline = time.monotonic() + budget
+def wait_for_npus(run_dir: str, dev_root: str, budget: float | None = None, poll: float = 0.05) -> str:
+    """Block until the expected davinci nodes exist or the budget (default WAIT_S) ends; returns the final state."""
+    deadline = time.monotonic() + (WAIT_S if budget is None else budget)
     while True:
         st = read_status(run_dir)
         state = st.get("state", "unknown")
