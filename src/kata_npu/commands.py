@@ -368,3 +368,8 @@ def hook_tarball(
         output.say(tarball(out, python, config))
     except HookError as e:
         raise KataNpuError(str(e)) from None
+
+
+from .image.cli import app as _image_app  # noqa: E402
+
+app.add_typer(_image_app, name="image")

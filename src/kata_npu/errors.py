@@ -74,6 +74,11 @@ class ConfigError(KataNpuError):
     kind = "config"
 
 
+class ImageBuildError(KataNpuError):
+    exit_code = 13
+    kind = "image"
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
@@ -88,4 +93,5 @@ EXIT_CODES = {
     10: "bind/unbind failed; every touched function was restored",
     11: "rollback failed; device state needs attention",
     12: "configuration error",
+    13: "guest image build failed (input or stage)",
 }

@@ -35,6 +35,7 @@ def run_hook(stdin_fd: int = 0) -> int:
         # After the state: a broken hook.json still honours the container's strict request.
         cfg = config.load()
         strict = cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+        _wait_for_driver(cfg)
         found = discover.discover(cfg)
         edits = selection.select(found, container.env, cfg.no_driver)
         probe = [os.path.join(cfg.dev_root, os.path.basename(n.path)) for n in edits.nodes]
@@ -53,6 +54,16 @@ def run_hook(stdin_fd: int = 0) -> int:
                   extra={"nodes": [n.path for n in edits.nodes], "mounts": [m.target for m in edits.mounts],
                          "strict": strict, **counts, "cgroup_writes": written})
     return 0
+
+
+def _wait_for_driver(cfg) -> None:
+    """An NPU still coming up (image boot step's status) is waited for, bounded; see bringup.py."""
+    from . import bringup
+
+    state = bringup.wait_for_npus(cfg.run_dir, cfg.dev_root)
+    if state == "timeout":
+        raise HookError(f"NPU driver still coming up after {bringup.WAIT_S:g} s "
+                        f"(fewer /dev/davinciN than NPU functions; see {cfg.run_dir}/driver.status)")
 
 
 def _fail(msg: str, cfg, cid, container) -> int:

@@ -33,6 +33,7 @@ class KataValues:
     hypervisor_path: str = "/opt/kata/bin/qemu-system-x86_64"
     kernel: str = "/usr/share/kata-npu/vmlinux-npu"
     image: str = "/usr/share/kata-npu/kata-npu-rootfs.img"
+    kernel_modules: tuple[str, ...] = ()  # agent loads these at boot (`kata-npu image build` writes them)
     machine_type: str = "q35"
     firmware: str = ""
     kernel_params: str = ""  # the whole guest command line we write: Kata's defaults + ours
@@ -102,7 +103,7 @@ SETTABLE = {
     "kernel_params": str, "default_vcpus": int, "default_memory": int, "default_maxmemory": int,
     "cold_plug_vfio": str, "hot_plug_vfio": str, "pcie_root_port": int, "guest_hook_path": str,
     "vfio_mode": str, "enable_annotations": _list, "visible_cdi_devices": _bool,
-    "static_sandbox_resource_mgmt": _bool, "kata_version": str,
+    "static_sandbox_resource_mgmt": _bool, "kata_version": str, "kernel_modules": _list,
 }
 
 
