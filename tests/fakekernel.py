@@ -13,6 +13,10 @@ Shapes follow the kernel:
   sys/kernel/iommu_groups/N/devices/ADDR -> ../../../../devices/.../ADDR
   ADDR/iommu_group -> ../../../kernel/iommu_groups/N ; ADDR/driver -> ../../../bus/pci/drivers/DRV
   dev/vfio/vfio (10:196), dev/vfio/N (char, appears while a member is on vfio-pci)
+
+Device nodes are plain files reading ``chr MAJOR:MINOR`` (no mknod: the unit tests run as
+any user); the code under test sees them as character devices only through the injected
+``Kernel.is_char_device``, whose real implementation stays ``S_ISCHR``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ class NetDev:
     up: bool = False
     ipv4: list[str] = field(default_factory=list)
     ipv6: list[str] = field(default_factory=list)
+
+
+FAKE_CHR = "chr "
+
+
+def is_fake_chr(path: Path | str) -> bool:
+    """A node the FakeKernel made (a regular file reading ``chr MAJ:MIN``), or a real char device."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if stat.S_ISCHR(st.st_mode):
+        return True
+    if not stat.S_ISREG(st.st_mode) or st.st_size > 32:
+        return False
+    with open(path, "rb") as f:
+        return f.read().startswith(FAKE_CHR.encode())
 
 
 class FakeKernel:
@@ -89,7 +110,16 @@ class FakeKernel:
     # ------------------------------------------------------------------ building
     def _mknod(self, path: Path, major: int, minor: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, f"{FAKE_CHR}{major}:{minor}\n".encode())
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def is_char_device(path: Path | str) -> bool:
+        """Kernel.is_char_device for fake trees: a fake node file (or a real char device)."""
+        return is_fake_chr(path)
 
     def _rel_link(self, link: Path, target: Path) -> None:
         link.parent.mkdir(parents=True, exist_ok=True)

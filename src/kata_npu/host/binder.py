@@ -31,7 +31,7 @@ from .model import IommuGroup
 from .paths import HostPaths
 from .plan import Plan, plan_bind, plan_unbind
 from .usage import group_in_use, host_usage
-from .vfio import VfioDriver, choose_driver, ensure_loaded, is_char_device, wait_for_char_device
+from .vfio import VfioDriver, choose_driver, ensure_loaded, wait_for_char_device
 
 CRASH_ENV = "KATA_NPU_TEST_CRASH_AT"  # test-only: "<phase>:<n>" SIGKILLs us there
 KATA_RUNTIME = "io.containerd.kata.v2"
@@ -270,7 +270,7 @@ class Binder:
         node = sysfs.vfio_group_node(self.paths, number)
         # sysfs has vfio-dev/vfioX since 6.1, the /dev/vfio/devices cdev only with VFIO_DEVICE_CDEV (6.6+)
         iommufd = [f"/dev/vfio/devices/{m.vfio_dev}" for m in g.endpoints
-                   if m.vfio_dev and is_char_device(self.paths.vfio_dev / "devices" / m.vfio_dev)]
+                   if m.vfio_dev and self.kernel.is_char_device(self.paths.vfio_dev / "devices" / m.vfio_dev)]
         state = self.journal.load()
         fns = [
             {"address": str(m.address), "driver": m.driver,
@@ -337,7 +337,8 @@ class Binder:
 
     def _finish_group(self, number: int) -> None:
         node = sysfs.vfio_group_node(self.paths, number)
-        if not wait_for_char_device(node, self.node_timeout, use_udev=self.paths.is_real):
+        if not wait_for_char_device(node, self.node_timeout, use_udev=self.paths.is_real,
+                                    is_chr=self.kernel.is_char_device):
             raise StepError(f"{self.paths.strip(node)} did not appear as a character device within {self.node_timeout:g}s")
         g = sysfs.read_group(self.paths, number)
         if not g.viable:

@@ -12,6 +12,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -20,10 +21,23 @@ from typing import Callable, Protocol
 from ..errors import VfioMissingError
 
 
+def is_char_device(path: Path | str) -> bool:
+    """The real check: a character special file (what /dev/vfio/N must be before we hand it out)."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 class Kernel(Protocol):
     def write(self, path: Path, data: str) -> None: ...
 
     def load_module(self, name: str) -> None: ...
+
+    def is_char_device(self, path: Path | str) -> bool:
+        """The one place a device node is recognised: the test kernel's nodes are plain files
+        (no mknod, so the unit tests run unprivileged); the real kernel's check stays S_ISCHR."""
+        ...
 
 
 class RealKernel:
@@ -35,6 +49,8 @@ class RealKernel:
             os.write(fd, data.encode())
         finally:
             os.close(fd)
+
+    is_char_device = staticmethod(is_char_device)
 
     def load_module(self, name: str) -> None:
         exe = shutil.which("modprobe") or next(
