@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from . import output
-from .errors import BadAddressError, KataNpuError, PermissionDeniedError
+from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError
 from .host import sysfs
 from .host.address import PciAddress
 from .host.binder import Binder, Outcome
@@ -32,7 +32,7 @@ log = logging.getLogger("kata_npu")
 
 class Ctx:
     def __init__(self, root: Optional[str], kernel, verbose: bool):
-        self.paths = HostPaths.from_root(root)
+        self.paths = HostPaths.checked(root)
         self.kernel = kernel or RealKernel()
         self.verbose = verbose
         self._catalogue = None
@@ -117,7 +117,7 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
         return
     rows = []
     for g in groups:
-        members = ", ".join(f"{m.address} {m.ids} {m.driver or '-'}{' [bridge]' if m.is_bridge else ''}" for m in g.members)
+        members = ", ".join(f"{m.address} {m.ids} {m.driver or '-'}{' [bridge]' if m.is_bridge else ''}" for m in g.members)  # escaped by output.table
         verdict = "ready" if g.viable and g.all_endpoints_on_vfio else "viable" if g.viable else "not viable: " + "; ".join(
             f"{m.address} {r}" for m, r in g.blockers())
         rows.append((g.number, verdict, members))
@@ -140,7 +140,7 @@ def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[s
             rows = [r for r in rows if r.model in wanted]
         chosen += [r.function.address for r in rows if r.function.address not in chosen]
         if not chosen:
-            raise KataNpuError("no matching accelerators found on this host (see kata-npu list --all)")
+            raise NoMatchError("no matching accelerators found on this host (see kata-npu list --all)")
     if not chosen:
         raise BadAddressError("name at least one PCI address, or --all / --model")
     return chosen
@@ -201,7 +201,7 @@ def bind_cmd(
     ctx: typer.Context,
     addresses: List[str] = typer.Argument(None, help="PCI addresses (DDDD:BB:SS.F or BB:SS.F)."),
     all_: bool = typer.Option(False, "--all", help="Every accelerator in the catalogue found on this host."),
-    model: Optional[str] = typer.Option(None, "--model", help="Every accelerator of this model (e.g. 910B)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Every accelerator of this exact model: name (\"Ascend 910B\" or 910B) or vvvv:dddd."),
     recorded: bool = typer.Option(False, "--recorded", help="Everything the journal records as bound (for a boot-time unit)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, change nothing."),
     force: bool = typer.Option(False, "--force", help="Take devices the host is using where that is recoverable (an up NIC, the boot VGA)."),

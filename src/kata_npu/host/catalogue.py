@@ -61,13 +61,21 @@ class Catalogue:
         return tuple(nodes)
 
     def find_model(self, name: str) -> list[DeviceModel]:
+        """Exact model name, the name without its brand word ("910B" for "Ascend 910B"), or
+        ``vvvv:dddd`` (case and spaces ignored). A destructive command never selects by a
+        fragment: "0" once matched five models by suffix."""
         key = name.casefold().replace(" ", "")
-        return [
-            m
-            for m in self.models
-            if key in (m.model.casefold().replace(" ", ""), f"{m.vendor:04x}:{m.device:04x}" if m.device is not None else "")
-            or m.model.casefold().replace(" ", "").endswith(key)
-        ]
+        return [m for m in self.models if key and key in _model_keys(m)]
+
+
+def _model_keys(m: DeviceModel) -> set[str]:
+    words = m.model.casefold().split()
+    keys = {"".join(words)}
+    if len(words) > 1:
+        keys.add("".join(words[1:]))
+    if m.device is not None:
+        keys.add(f"{m.vendor:04x}:{m.device:04x}")
+    return keys
 
 
 def _hex(value, what: str, src: str, bits: int = 16) -> int:

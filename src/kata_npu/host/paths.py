@@ -22,6 +22,18 @@ class HostPaths:
         value = root if root not in (None, "") else os.environ.get(ROOT_ENV) or "/"
         return cls(Path(value))
 
+    @classmethod
+    def checked(cls, root: str | os.PathLike[str] | None = None) -> "HostPaths":
+        """`from_root` for user input: a --root that is not a directory is refused, never read as empty."""
+        paths = cls.from_root(root)
+        if not paths.is_real and not os.path.isdir(paths.sys):
+            from ..errors import UsageError
+
+            what = ("does not exist" if not os.path.lexists(paths.root) else "is not a directory"
+                    if not os.path.isdir(paths.root) else "is not a host tree (no sys/ directory)")
+            raise UsageError(f"--root {paths.root} {what}")
+        return paths
+
     @property
     def is_real(self) -> bool:
         return self.root == Path("/")

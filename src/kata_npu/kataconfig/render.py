@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..fileio import atomic_write
 from .values import KataValues
 
 FULL = "configuration-qemu-npu.toml.j2"
@@ -82,19 +82,5 @@ def write_atomic(path: str | Path, text: str, force: bool = False) -> Path:
     p = Path(path)
     if p.exists() and not force:
         raise ConfigError(f"{p} exists; pass --force to replace it")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(p, text, 0o644)
     return p

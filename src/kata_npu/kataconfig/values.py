@@ -8,7 +8,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError, KataNpuError
+from ..errors import ConfigError, KataNpuError  # noqa: F401
 from ..host import sysfs
 from ..host.address import PciAddress
 from ..host.catalogue import Catalogue
@@ -153,14 +153,12 @@ def device_from_function(f) -> NpuDevice:
 
 def devices_from_host(paths: HostPaths, addresses: list[str] | None = None, catalogue: Catalogue | None = None) -> list[NpuDevice]:
     """Given addresses, or every catalogued accelerator already on vfio-pci (addresses=None)."""
-    try:
-        if addresses:
-            funcs = [sysfs.read_function(paths, PciAddress.parse(a)) for a in addresses]
-        else:
-            funcs = [f for f in sysfs.scan(paths) if f.on_vfio and not f.is_bridge
-                     and (catalogue is None or catalogue.lookup(f.vendor, f.device, f.class_code) is not None)]
-    except KataNpuError as e:
-        raise ConfigError(str(e)) from None
+    # A malformed or absent address keeps its own exit code (3), as in bind/unbind.
+    if addresses:
+        funcs = [sysfs.read_function(paths, PciAddress.parse(a)) for a in addresses]
+    else:
+        funcs = [f for f in sysfs.scan(paths) if f.on_vfio and not f.is_bridge
+                 and (catalogue is None or catalogue.lookup(f.vendor, f.device, f.class_code) is not None)]
     return [device_from_function(f) for f in funcs]
 
 
