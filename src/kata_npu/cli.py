@@ -29,10 +29,13 @@ def _fast_list(argv: list[str]) -> int | None:
     from .host.catalogue import load_catalogue
     from .host.listing import list_rows
     from .host.paths import HostPaths
-    from .output import emit_json_rows
+    from .output import emit_json_rows, warn
 
     paths = HostPaths.checked(root)
-    rows = list_rows(paths, load_catalogue(paths), all_functions=bool({"--all", "-a"} & set(args)))
+    cat = load_catalogue(paths)
+    for p in cat.problems:
+        warn(p)
+    rows = list_rows(paths, cat, all_functions=bool({"--all", "-a"} & set(args)))
     emit_json_rows([r.to_json() for r in rows])
     return 0
 

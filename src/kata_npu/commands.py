@@ -39,12 +39,18 @@ class Ctx:
 
     @property
     def catalogue(self):
+        """Shipped table plus the user's devices.d; a broken user file is named and skipped."""
         if self._catalogue is None:
             self._catalogue = load_catalogue(self.paths)
+            for p in self._catalogue.problems:
+                output.warn(p)
         return self._catalogue
 
-    def binder(self, **kw) -> Binder:
-        return Binder(self.paths, self.kernel, self.catalogue, log=self.info, **kw)
+    def binder(self, user_catalogue: bool = True, **kw) -> Binder:
+        """``user_catalogue=False`` for what gives devices back (unbind, recover, status): those
+        never read /etc/kata-npu/devices.d."""
+        cat = self.catalogue if user_catalogue else load_catalogue(None)
+        return Binder(self.paths, self.kernel, cat, log=self.info, **kw)
 
     def info(self, msg: str) -> None:
         if self.verbose:
@@ -127,7 +133,7 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
 def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str], recorded: bool = False) -> list[PciAddress]:
     chosen = _parse_addresses(addresses)
     if recorded:  # after a reboot: bind again what the journal says we had bound
-        chosen += [a for a in c.binder().recorded_addresses() if a not in chosen]
+        chosen += [a for a in c.binder(user_catalogue=False).recorded_addresses() if a not in chosen]
         if not chosen:
             return []
     if all_ or model:
@@ -243,7 +249,7 @@ def unbind_cmd(
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
     c: Ctx = ctx.obj
-    b = c.binder(lock_timeout=lock_timeout)
+    b = c.binder(user_catalogue=False, lock_timeout=lock_timeout)
     chosen = _parse_addresses(addresses or [])
     if all_:
         chosen += [a for a in b.recorded_addresses() if a not in chosen]
@@ -268,7 +274,7 @@ def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """Finish or roll back a transaction that a crashed run left in the journal."""
     c: Ctx = ctx.obj
     c.require_root("recover")
-    b = c.binder()
+    b = c.binder(user_catalogue=False)
     with b.locked():
         msg = b.recover()
     if as_json:
@@ -281,7 +287,7 @@ def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """What kata-npu has bound (from the journal) and whether the kernel agrees."""
     c: Ctx = ctx.obj
-    b = c.binder()
+    b = c.binder(user_catalogue=False)
     state = b.journal.load()
     rows = []
     for addr, rec in sorted(state.devices.items()):
