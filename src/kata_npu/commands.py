@@ -10,12 +10,12 @@ from typing import List, Optional
 import typer
 
 from . import output
-from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError
+from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError, UsageError
 from .host import sysfs
 from .host.address import PciAddress
 from .host.binder import Binder, Outcome
 from .host.catalogue import load_catalogue
-from .host.kernel import RealKernel
+from .host.kernel import RealKernel, is_live_sysfs
 from .host.listing import list_group_objects, list_rows
 from .host.paths import ROOT_ENV, HostPaths
 from .host.plan import Plan
@@ -33,6 +33,7 @@ log = logging.getLogger("kata_npu")
 class Ctx:
     def __init__(self, root: Optional[str], kernel, verbose: bool):
         self.paths = HostPaths.checked(root)
+        self.injected_kernel = kernel is not None  # tests: the FakeKernel emulates the tree's kernel
         self.kernel = kernel or RealKernel()
         self.verbose = verbose
         self._catalogue = None
@@ -58,8 +59,18 @@ class Ctx:
         log.info(msg)
 
     def require_root(self, what: str) -> None:
-        if self.paths.is_real and os.geteuid() != 0:
-            raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
+        """Before any write: root on the real host; a live kernel under --root.
+
+        A static --root tree (copied or generated) is refused for write commands rather than
+        simulated: writing its plain files proves nothing, and the real kernel object would
+        run the host's modprobe. Reading commands and --dry-run work on any tree.
+        """
+        if self.paths.is_real:
+            if os.geteuid() != 0:
+                raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
+        elif not self.injected_kernel and not is_live_sysfs(self.paths.sys):
+            raise UsageError(f"{what} refused: --root {self.paths.root} is a static tree ({self.paths.root}/sys is not "
+                             "the running kernel's sysfs), so nothing would really change; use --dry-run to see the plan")
 
 
 @app.callback()

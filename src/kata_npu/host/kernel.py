@@ -40,15 +40,33 @@ class Kernel(Protocol):
         ...
 
 
-class RealKernel:
-    """Writes sysfs attributes in one write(2), as the kernel expects."""
+def write_attr(path: Path | str, data: str) -> None:
+    """The one sysfs-attribute writer: one write(2), as the kernel expects.
 
-    def write(self, path: Path, data: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
+    O_TRUNC is a no-op on sysfs and makes a plain file hold exactly ``data`` (without it,
+    "\n" over "vfio-pci" left "\nfio-pci"); never creates a file.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def is_live_sysfs(sys_dir: Path | str) -> bool:
+    """Is ``sys_dir`` the running kernel's sysfs (e.g. /sys bind-mounted into a chroot)?
+    A copied or generated tree is not: writing its files would change nothing real."""
+    try:
+        return os.stat(sys_dir).st_dev == os.stat("/sys").st_dev and os.path.isdir(os.path.join(sys_dir, "kernel"))
+    except OSError:
+        return False
+
+
+class RealKernel:
+    """Writes sysfs attributes and runs modprobe: only ever against a live kernel
+    (the CLI refuses write commands on a static --root tree)."""
+
+    write = staticmethod(write_attr)
 
     is_char_device = staticmethod(is_char_device)
 
