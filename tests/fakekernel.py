@@ -276,6 +276,31 @@ class FakeKernel:
                     f.write(f"{a} {2:02x} 40 00 80 {nd.ifname:>8}\n")
                 f.write(f"fe800000000000000000000000000001 {2:02x} 40 20 80 {nd.ifname:>8}\n")
 
+    def add_master(self, name: str, kind: str, ports: list[str], *, up: bool = True, ipv4: list[str] = ()) -> None:
+        """A virtual bridge or bond (sys/devices/virtual/net/NAME) enslaving ``ports`` (ifnames):
+        each port gets ``master`` and ``upper_NAME`` links, the master ``lower_PORT`` links and
+        ``brif/PORT`` (bridge) or ``bonding/slaves`` (bond); an address puts a route on the master."""
+        d = self.sys / "devices/virtual/net" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "flags").write_text("0x1003\n" if up else "0x1002\n")
+        (d / "operstate").write_text("up\n" if up else "down\n")
+        self._rel_link(self.sys / "class/net" / name, d)
+        for port in ports:
+            pd = Path(os.path.realpath(self.sys / "class/net" / port))
+            self._rel_link(pd / "master", d)
+            self._rel_link(pd / f"upper_{name}", d)
+            self._rel_link(d / f"lower_{port}", pd)
+            if kind == "bridge":
+                self._rel_link(d / "brif" / port, pd / "brport")
+                (pd / "brport").mkdir(exist_ok=True)
+        if kind == "bond":
+            (d / "bonding").mkdir(exist_ok=True)
+            (d / "bonding/slaves").write_text(" ".join(ports) + "\n")
+        if up:
+            with open(self.root / "proc/net/route", "a") as f:
+                for _ in ipv4:
+                    f.write(f"{name}\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+
     def _netdev_remove(self, addr: str) -> None:
         nd = self.netdevs.get(addr)
         if not nd:
@@ -284,8 +309,13 @@ class FakeKernel:
         if link.is_symlink():
             target = Path(os.path.realpath(link))
             link.unlink()
+            import shutil
+
             for f in target.iterdir():
-                f.unlink()
+                if f.is_dir() and not f.is_symlink():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
             target.rmdir()
         for name in ("proc/net/route", "proc/net/if_inet6"):
             p = self.root / name

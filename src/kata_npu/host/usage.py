@@ -93,6 +93,26 @@ def _ipv4_of(ifname: str) -> str | None:
         s.close()
 
 
+def _masters(link: Path) -> list[str]:
+    """Bridge/bond masters above an interface, nearest first (a bond may itself sit in a bridge)."""
+    out: list[str] = []
+    cur = link
+    while len(out) < 8:
+        name = None
+        try:
+            name = os.path.basename(os.readlink(cur / "master"))
+        except OSError:
+            try:
+                name = next((n[len("upper_"):] for n in sorted(os.listdir(cur)) if n.startswith("upper_")), None)
+            except OSError:
+                name = None
+        if not name or name in out:
+            break
+        out.append(name)
+        cur = cur.parent / name
+    return out
+
+
 def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     out = []
     try:
@@ -102,13 +122,12 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     routes = _read(paths.proc / "net/route") or ""
     route_ifs = {l.split()[0] for l in routes.splitlines()[1:] if l.split()}
     inet6 = _read(paths.proc / "net/if_inet6") or ""
-    for ifname in ifnames:
-        link = paths.sys / "class/net" / ifname
-        if not _owned(paths, f, link):
-            continue
-        flags = int(_read(link / "flags") or "0", 16)
+
+    def in_use(ifname: str) -> str | None:
+        """What an up interface carries (addresses, routes), or None when down or unused."""
+        flags = int(_read(paths.sys / "class/net" / ifname / "flags") or "0", 16)
         if not flags & 0x1:  # IFF_UP
-            continue
+            return None
         addrs = []
         for line in inet6.splitlines():
             p = line.split()
@@ -118,8 +137,24 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
         if v4:
             addrs.insert(0, v4)
         if addrs or ifname in route_ifs:
-            what = ", ".join(addrs) if addrs else "routes"
+            return ", ".join(addrs) if addrs else "routes"
+        return None
+
+    for ifname in ifnames:
+        link = paths.sys / "class/net" / ifname
+        if not _owned(paths, f, link):
+            continue
+        what = in_use(ifname)
+        if what:
             out.append(Finding(str(f.address), f"network interface {ifname} is up with {what} in use", True))
+            continue
+        # A port of a bridge or bond carries its master's traffic: taking it cuts the master's link.
+        for master in _masters(paths.sys / "class/net" / ifname):
+            what = in_use(master)
+            if what:
+                out.append(Finding(str(f.address), f"network interface {ifname} is enslaved to {master}, "
+                                   f"which is up with {what} in use", True))
+                break
     return out
 
 
