@@ -83,6 +83,13 @@ class UsageError(KataNpuError):
     kind = "usage"
 
 
+class InUseError(RefusedError):
+    """A process holds the group's VFIO node: unbinding would block until it exits."""
+
+    exit_code = 16
+    kind = "in-use"
+
+
 class NoMatchError(KataNpuError):
     """A well-formed selection (--all, --model) matched nothing on this host."""
 
@@ -123,4 +130,5 @@ EXIT_CODES = {
     12: "configuration error",
     14: "no matching accelerators (--all / --model selected nothing)",
     15: "a file could not be read or written (message names it)",
+    16: "in use: a process (a VM) holds /dev/vfio/N or /dev/vfio/devices/vfioX (message names pid and command)",
 }

@@ -127,7 +127,7 @@ def test_unbind_refused_while_vm_holds_group(fake_host):
     assert cli(k, "bind", "81:00.0")[0] == 0
     k.add_process(5151, "qemu-system-x86", {17: "/dev/vfio/10"})
     rc, _, err = cli(k, "unbind", "81:00.0")
-    assert rc == 4 and "/dev/vfio/10 is held open by pid 5151 (qemu-system-x86); stop the VM first" in err
+    assert rc == 16 and "/dev/vfio/10 held open by pid 5151 (qemu-system-x86); stop that process (the VM) first" in err
     assert k.driver_of("0000:81:00.0") == "vfio-pci"
 
 

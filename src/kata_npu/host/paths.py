@@ -13,6 +13,16 @@ from pathlib import Path
 ROOT_ENV = "KATA_NPU_ROOT"
 
 
+def vfio_group_dev(group: int) -> str:
+    """Host-absolute /dev/vfio/N: the one place this path is spelled."""
+    return f"/dev/vfio/{group}"
+
+
+def vfio_cdev(name: str) -> str:
+    """Host-absolute iommufd device node /dev/vfio/devices/vfioX (VFIO_DEVICE_CDEV, 6.6+)."""
+    return f"/dev/vfio/devices/{name}"
+
+
 @dataclass(frozen=True)
 class HostPaths:
     root: Path = Path("/")
@@ -84,6 +94,16 @@ class HostPaths:
     @property
     def vfio_dev(self) -> Path:
         return self._p("dev/vfio")
+
+    def under(self, host_abs: str) -> Path:
+        """A host-absolute path inside this root."""
+        return self.root / host_abs.lstrip("/")
+
+    def vfio_group_node(self, group: int) -> Path:
+        return self.under(vfio_group_dev(group))
+
+    def vfio_cdev_node(self, name: str) -> Path:
+        return self.under(vfio_cdev(name))
 
     @property
     def state_dir(self) -> Path:

@@ -12,10 +12,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from .catalogue import Catalogue
 from .model import PciFunction
-from .paths import HostPaths
+from .paths import HostPaths, vfio_cdev, vfio_group_dev
 from .sysfs import _read
 
 
@@ -158,8 +159,16 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     return out
 
 
+def _command(paths: HostPaths, pid: str) -> str:
+    """argv[0] and arguments (cut at 80 characters), or comm for kernel threads."""
+    raw = _read(paths.proc / pid / "cmdline")
+    cmd = " ".join(raw.replace("\0", " ").split()) if raw else ""
+    cmd = cmd if len(cmd) <= 80 else cmd[:77] + "..."
+    return cmd or _read(paths.proc / pid / "comm") or "?"
+
+
 def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
-    """(pid, comm, node) for every open fd whose target is one of ``targets`` (host paths)."""
+    """(pid, command, node) for every open fd whose target is one of ``targets`` (host paths)."""
     found = []
     try:
         pids = [p for p in os.listdir(paths.proc) if p.isdigit()]
@@ -177,9 +186,9 @@ def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
             except OSError:
                 continue
             if target in targets:
-                comm = _read(paths.proc / pid / "comm") or "?"
-                found.append((int(pid), comm, target))
-    return found
+                found.append((int(pid), _command(paths, pid), target))
+                break
+    return sorted(found)
 
 
 def node_holders(paths: HostPaths, patterns: tuple[str, ...]) -> list[tuple[int, str, str]]:
@@ -214,6 +223,7 @@ def host_usage(paths: HostPaths, f: PciFunction, catalogue: Catalogue) -> list[F
     return out
 
 
-def group_in_use(paths: HostPaths, group: int) -> list[tuple[int, str, str]]:
-    """Processes (a running VM) holding /dev/vfio/N: unbinding would block until they exit."""
-    return _holders(paths, {f"/dev/vfio/{group}"})
+def group_in_use(paths: HostPaths, group: int, cdevs: Iterable[str] = ()) -> list[tuple[int, str, str]]:
+    """Processes (a running VM) holding /dev/vfio/N or a member's /dev/vfio/devices/vfioX:
+    unbinding would block until they exit."""
+    return _holders(paths, {vfio_group_dev(group), *(vfio_cdev(c) for c in cdevs)})

@@ -11,6 +11,7 @@ import shlex
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..host.paths import vfio_group_dev
 from .render import DEFAULT_CONFIG_PATH
 from .values import NpuDevice
 
@@ -37,7 +38,7 @@ def build(devices: list[NpuDevice], image: str = "docker.io/library/ubuntu:22.04
     unbound = [d.address for d in devices if d.driver and d.driver != "vfio-pci" and not d.driver.endswith("_vfio_pci")]
     if unbound:
         raise ConfigError(f"not on vfio-pci: {', '.join(unbound)} (run kata-npu bind first)")
-    nodes = tuple(f"/dev/vfio/{g}" for g in sorted({d.group for d in devices}))
+    nodes = tuple(vfio_group_dev(g) for g in sorted({d.group for d in devices}))
     argv = ["ctr", "run", "--rm", "-t", "--runtime", "io.containerd.kata.v2", "--runtime-config-path", config_path]
     for n in nodes:
         argv += ["--device", n]
