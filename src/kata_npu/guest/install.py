@@ -46,6 +46,9 @@ def script(python: str, entry: str, lib: str = "/" + LIB_DIR, config: str | None
     return "\n".join(lines)
 
 
+SHARED_MODULES = ("pciaddr.py", "fileio.py")  # kata_npu/<name>: lean, stdlib only, imported by the hook
+
+
 def _write(path: str, text: str, mode: int) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     if os.path.islink(path):
@@ -86,6 +89,8 @@ def install(guest_root: str, python: str = "/usr/bin/python3", check_python: boo
     os.makedirs(lib, exist_ok=True)
     shutil.copytree(pkg_src, os.path.join(lib, "guest"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _write(os.path.join(lib, "__init__.py"), '"""kata-npu guest subset."""\n', 0o644)
+    for shared in SHARED_MODULES:  # stdlib-only modules the guest shares with the host
+        shutil.copyfile(os.path.join(os.path.dirname(pkg_src), shared), os.path.join(lib, shared))
     _precompile(os.path.join(guest_root, LIB_DIR), seen_as)
     hook = os.path.join(guest_root, HOOK_DIR, HOOK_NAME)
     lib_at = os.path.join(seen_as, LIB_DIR)

@@ -19,6 +19,7 @@ from . import sysfs
 from .catalogue import Catalogue, load_catalogue, user_files
 from .listing import list_rows
 from .paths import HostPaths
+from .sysfs import _read
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 GiB = 1 << 30
@@ -42,13 +43,6 @@ class Check:
 
 
 # ---------------------------------------------------------------- small readers
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return None
-
 
 def _listdir(path: Path) -> list[str]:
     try:
