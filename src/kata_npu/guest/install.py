@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 
+from ..fileio import atomic_write
 from .model import HookError
 
 HOOK_DIR = "usr/share/oci/hooks/prestart"
@@ -50,14 +51,7 @@ SHARED_MODULES = ("pciaddr.py", "fileio.py")  # kata_npu/<name>: lean, stdlib on
 
 
 def _write(path: str, text: str, mode: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.islink(path):
-        os.unlink(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    atomic_write(path, text, mode)  # rename replaces a symlink at path, never follows it
 
 
 def _precompile(lib: str, seen_as: str) -> None:
