@@ -12,7 +12,7 @@ import typer
 from . import output
 from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError, UsageError
 from .host import sysfs
-from .host.address import PciAddress
+from .host.address import PciAddress, parse_many
 from .host.binder import Binder, Outcome
 from .host.catalogue import load_catalogue
 from .host.kernel import RealKernel, is_live_sysfs
@@ -83,15 +83,6 @@ def _global(
     ctx.obj = Ctx(root, obj.get("kernel"), verbose)
 
 
-def _parse_addresses(values: List[str]) -> list[PciAddress]:
-    out = []
-    for v in values:
-        a = PciAddress.parse(v)
-        if a not in out:
-            out.append(a)
-    return out
-
-
 @app.command("list")
 def list_cmd(
     ctx: typer.Context,
@@ -142,7 +133,7 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
 
 
 def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str], recorded: bool = False) -> list[PciAddress]:
-    chosen = _parse_addresses(addresses)
+    chosen = parse_many(addresses)
     if recorded:  # after a reboot: bind again what the journal says we had bound
         chosen += [a for a in c.binder(user_catalogue=False).recorded_addresses() if a not in chosen]
         if not chosen:
@@ -261,7 +252,7 @@ def unbind_cmd(
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
     c: Ctx = ctx.obj
     b = c.binder(user_catalogue=False, lock_timeout=lock_timeout)
-    chosen = _parse_addresses(addresses or [])
+    chosen = parse_many(addresses or [])
     if all_:
         chosen += [a for a in b.recorded_addresses() if a not in chosen]
         if not chosen:

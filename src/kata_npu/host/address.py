@@ -36,5 +36,15 @@ class PciAddress:
         return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}"
 
 
+def parse_many(values: list[str] | tuple[str, ...]) -> list[PciAddress]:
+    """User-given addresses, parsed, first occurrence kept: every command parses lists this way."""
+    out: list[PciAddress] = []
+    for v in values:
+        a = PciAddress.parse(v)
+        if a not in out:
+            out.append(a)
+    return out
+
+
 def is_address(text: str) -> bool:
     return split(text) is not None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, KataNpuError  # noqa: F401
 from ..host import sysfs
-from ..host.address import PciAddress
+from ..host.address import parse_many
 from ..host.catalogue import Catalogue
 from ..host.paths import HostPaths
 from . import schema
@@ -155,7 +155,7 @@ def devices_from_host(paths: HostPaths, addresses: list[str] | None = None, cata
     """Given addresses, or every catalogued accelerator already on vfio-pci (addresses=None)."""
     # A malformed or absent address keeps its own exit code (3), as in bind/unbind.
     if addresses:
-        funcs = [sysfs.read_function(paths, PciAddress.parse(a)) for a in addresses]
+        funcs = [sysfs.read_function(paths, a) for a in parse_many(addresses)]
     else:
         funcs = [f for f in sysfs.scan(paths) if f.on_vfio and not f.is_bridge
                  and (catalogue is None or catalogue.lookup(f.vendor, f.device, f.class_code) is not None)]
