@@ -7,14 +7,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fakekernel import FakeKernel, standard_host  # noqa: E402
+from prereq import skip_or_fail  # noqa: E402
 
 
-def pytest_collection_modifyitems(config, items):
+@pytest.fixture
+def needs_root() -> None:
+    """For the few tests that truly need root (real mknod, runc, mounts)."""
     if os.geteuid() != 0:
-        skip = pytest.mark.skip(reason="FakeKernel makes real character device nodes (mknod): run as root")
-        for item in items:
-            if "fake_host" in getattr(item, "fixturenames", ()) or "fk" in getattr(item, "fixturenames", ()):
-                item.add_marker(skip)
+        skip_or_fail("needs root: makes real character devices (mknod)")
 
 
 @pytest.fixture

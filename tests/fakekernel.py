@@ -13,6 +13,10 @@ Shapes follow the kernel:
   sys/kernel/iommu_groups/N/devices/ADDR -> ../../../../devices/.../ADDR
   ADDR/iommu_group -> ../../../kernel/iommu_groups/N ; ADDR/driver -> ../../../bus/pci/drivers/DRV
   dev/vfio/vfio (10:196), dev/vfio/N (char, appears while a member is on vfio-pci)
+
+Device nodes are plain files reading ``chr MAJOR:MINOR`` (no mknod: the unit tests run as
+any user); the code under test sees them as character devices only through the injected
+``Kernel.is_char_device``, whose real implementation stays ``S_ISCHR``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ class NetDev:
     up: bool = False
     ipv4: list[str] = field(default_factory=list)
     ipv6: list[str] = field(default_factory=list)
+
+
+FAKE_CHR = "chr "
+
+
+def is_fake_chr(path: Path | str) -> bool:
+    """A node the FakeKernel made (a regular file reading ``chr MAJ:MIN``), or a real char device."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if stat.S_ISCHR(st.st_mode):
+        return True
+    if not stat.S_ISREG(st.st_mode) or st.st_size > 32:
+        return False
+    with open(path, "rb") as f:
+        return f.read().startswith(FAKE_CHR.encode())
 
 
 class FakeKernel:
@@ -89,7 +110,16 @@ class FakeKernel:
     # ------------------------------------------------------------------ building
     def _mknod(self, path: Path, major: int, minor: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(major, minor))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, f"{FAKE_CHR}{major}:{minor}\n".encode())
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def is_char_device(path: Path | str) -> bool:
+        """Kernel.is_char_device for fake trees: a fake node file (or a real char device)."""
+        return is_fake_chr(path)
 
     def _rel_link(self, link: Path, target: Path) -> None:
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +277,31 @@ class FakeKernel:
                     f.write(f"{a} {2:02x} 40 00 80 {nd.ifname:>8}\n")
                 f.write(f"fe800000000000000000000000000001 {2:02x} 40 20 80 {nd.ifname:>8}\n")
 
+    def add_master(self, name: str, kind: str, ports: list[str], *, up: bool = True, ipv4: list[str] = ()) -> None:
+        """A virtual bridge or bond (sys/devices/virtual/net/NAME) enslaving ``ports`` (ifnames):
+        each port gets ``master`` and ``upper_NAME`` links, the master ``lower_PORT`` links and
+        ``brif/PORT`` (bridge) or ``bonding/slaves`` (bond); an address puts a route on the master."""
+        d = self.sys / "devices/virtual/net" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "flags").write_text("0x1003\n" if up else "0x1002\n")
+        (d / "operstate").write_text("up\n" if up else "down\n")
+        self._rel_link(self.sys / "class/net" / name, d)
+        for port in ports:
+            pd = Path(os.path.realpath(self.sys / "class/net" / port))
+            self._rel_link(pd / "master", d)
+            self._rel_link(pd / f"upper_{name}", d)
+            self._rel_link(d / f"lower_{port}", pd)
+            if kind == "bridge":
+                self._rel_link(d / "brif" / port, pd / "brport")
+                (pd / "brport").mkdir(exist_ok=True)
+        if kind == "bond":
+            (d / "bonding").mkdir(exist_ok=True)
+            (d / "bonding/slaves").write_text(" ".join(ports) + "\n")
+        if up:
+            with open(self.root / "proc/net/route", "a") as f:
+                for _ in ipv4:
+                    f.write(f"{name}\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")
+
     def _netdev_remove(self, addr: str) -> None:
         nd = self.netdevs.get(addr)
         if not nd:
@@ -255,8 +310,13 @@ class FakeKernel:
         if link.is_symlink():
             target = Path(os.path.realpath(link))
             link.unlink()
+            import shutil
+
             for f in target.iterdir():
-                f.unlink()
+                if f.is_dir() and not f.is_symlink():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
             target.rmdir()
         for name in ("proc/net/route", "proc/net/if_inet6"):
             p = self.root / name

@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from .errors import KataNpuError, PermissionDeniedError
+from .errors import KataNpuError, from_os_error
 
 FAST_LIST_FLAGS = {"--json", "--all", "-a"}
 
@@ -29,16 +29,26 @@ def _fast_list(argv: list[str]) -> int | None:
     from .host.catalogue import load_catalogue
     from .host.listing import list_rows
     from .host.paths import HostPaths
-    from .output import emit_json_rows
+    from .output import emit_json_rows, warn
 
-    paths = HostPaths.from_root(root)
-    rows = list_rows(paths, load_catalogue(paths), all_functions=bool({"--all", "-a"} & set(args)))
+    paths = HostPaths.checked(root)
+    cat = load_catalogue(paths)
+    for p in cat.problems:
+        warn(p)
+    rows = list_rows(paths, cat, all_functions=bool({"--all", "-a"} & set(args)))
     emit_json_rows([r.to_json() for r in rows])
     return 0
 
 
 def _wants_json(argv: list[str]) -> bool:
     return "--json" in argv
+
+
+def _fail(e: KataNpuError, argv: list[str]) -> int:
+    if _wants_json(argv):
+        sys.stdout.write(json.dumps({"ok": False, "error": e.kind, "exit_code": e.exit_code, "message": str(e)}) + "\n")
+    sys.stderr.write(f"kata-npu: error: {e}\n")
+    return e.exit_code
 
 
 def run(argv: list[str] | None = None, kernel: object = None) -> int:
@@ -69,14 +79,9 @@ def run(argv: list[str] | None = None, kernel: object = None) -> int:
             return 130
         return rv if isinstance(rv, int) else 0
     except KataNpuError as e:
-        if _wants_json(argv):
-            sys.stdout.write(json.dumps({"ok": False, "error": e.kind, "exit_code": e.exit_code, "message": str(e)}) + "\n")
-        sys.stderr.write(f"kata-npu: error: {e}\n")
-        return e.exit_code
-    except PermissionError as e:
-        err = PermissionDeniedError(f"permission denied: {e.filename or e}: run as root")
-        sys.stderr.write(f"kata-npu: error: {err}\n")
-        return err.exit_code
+        return _fail(e, argv)
+    except OSError as e:  # a host path or output file: name it, one line, its own code
+        return _fail(from_os_error(e), argv)
     except KeyboardInterrupt:
         sys.stderr.write("kata-npu: interrupted\n")
         return 130

@@ -10,14 +10,14 @@ from typing import List, Optional
 import typer
 
 from . import output
-from .errors import BadAddressError, KataNpuError, PermissionDeniedError
+from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError, UsageError
 from .host import sysfs
-from .host.address import PciAddress
+from .host.address import PciAddress, parse_many
 from .host.binder import Binder, Outcome
 from .host.catalogue import load_catalogue
-from .host.kernel import RealKernel
+from .host.kernel import RealKernel, is_live_sysfs
 from .host.listing import list_group_objects, list_rows
-from .host.paths import ROOT_ENV, HostPaths
+from .host.paths import ROOT_ENV, HostPaths, vfio_group_dev
 from .host.plan import Plan
 
 app = typer.Typer(
@@ -32,19 +32,26 @@ log = logging.getLogger("kata_npu")
 
 class Ctx:
     def __init__(self, root: Optional[str], kernel, verbose: bool):
-        self.paths = HostPaths.from_root(root)
+        self.paths = HostPaths.checked(root)
+        self.injected_kernel = kernel is not None  # tests: the FakeKernel emulates the tree's kernel
         self.kernel = kernel or RealKernel()
         self.verbose = verbose
         self._catalogue = None
 
     @property
     def catalogue(self):
+        """Shipped table plus the user's devices.d; a broken user file is named and skipped."""
         if self._catalogue is None:
             self._catalogue = load_catalogue(self.paths)
+            for p in self._catalogue.problems:
+                output.warn(p)
         return self._catalogue
 
-    def binder(self, **kw) -> Binder:
-        return Binder(self.paths, self.kernel, self.catalogue, log=self.info, **kw)
+    def binder(self, user_catalogue: bool = True, **kw) -> Binder:
+        """``user_catalogue=False`` for what gives devices back (unbind, recover, status): those
+        never read /etc/kata-npu/devices.d."""
+        cat = self.catalogue if user_catalogue else load_catalogue(None)
+        return Binder(self.paths, self.kernel, cat, log=self.info, **kw)
 
     def info(self, msg: str) -> None:
         if self.verbose:
@@ -52,8 +59,18 @@ class Ctx:
         log.info(msg)
 
     def require_root(self, what: str) -> None:
-        if self.paths.is_real and os.geteuid() != 0:
-            raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
+        """Before any write: root on the real host; a live kernel under --root.
+
+        A static --root tree (copied or generated) is refused for write commands rather than
+        simulated: writing its plain files proves nothing, and the real kernel object would
+        run the host's modprobe. Reading commands and --dry-run work on any tree.
+        """
+        if self.paths.is_real:
+            if os.geteuid() != 0:
+                raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
+        elif not self.injected_kernel and not is_live_sysfs(self.paths.sys):
+            raise UsageError(f"{what} refused: --root {self.paths.root} is a static tree ({self.paths.root}/sys is not "
+                             "the running kernel's sysfs), so nothing would really change; use --dry-run to see the plan")
 
 
 @app.callback()
@@ -64,15 +81,6 @@ def _global(
 ) -> None:
     obj = ctx.obj if isinstance(ctx.obj, dict) else {}
     ctx.obj = Ctx(root, obj.get("kernel"), verbose)
-
-
-def _parse_addresses(values: List[str]) -> list[PciAddress]:
-    out = []
-    for v in values:
-        a = PciAddress.parse(v)
-        if a not in out:
-            out.append(a)
-    return out
 
 
 @app.command("list")
@@ -117,7 +125,7 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
         return
     rows = []
     for g in groups:
-        members = ", ".join(f"{m.address} {m.ids} {m.driver or '-'}{' [bridge]' if m.is_bridge else ''}" for m in g.members)
+        members = ", ".join(f"{m.address} {m.ids} {m.driver or '-'}{' [bridge]' if m.is_bridge else ''}" for m in g.members)  # escaped by output.table
         verdict = "ready" if g.viable and g.all_endpoints_on_vfio else "viable" if g.viable else "not viable: " + "; ".join(
             f"{m.address} {r}" for m, r in g.blockers())
         rows.append((g.number, verdict, members))
@@ -125,9 +133,9 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
 
 
 def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str], recorded: bool = False) -> list[PciAddress]:
-    chosen = _parse_addresses(addresses)
+    chosen = parse_many(addresses)
     if recorded:  # after a reboot: bind again what the journal says we had bound
-        chosen += [a for a in c.binder().recorded_addresses() if a not in chosen]
+        chosen += [a for a in c.binder(user_catalogue=False).recorded_addresses() if a not in chosen]
         if not chosen:
             return []
     if all_ or model:
@@ -140,7 +148,7 @@ def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[s
             rows = [r for r in rows if r.model in wanted]
         chosen += [r.function.address for r in rows if r.function.address not in chosen]
         if not chosen:
-            raise KataNpuError("no matching accelerators found on this host (see kata-npu list --all)")
+            raise NoMatchError("no matching accelerators found on this host (see kata-npu list --all)")
     if not chosen:
         raise BadAddressError("name at least one PCI address, or --all / --model")
     return chosen
@@ -151,7 +159,7 @@ def _print_plan(plan: Plan, as_json: bool) -> None:
         output.emit_json({"ok": True, "dry_run": True, "plan": plan.to_json()})
         return
     for g in plan.groups:
-        output.say(f"IOMMU group {g.group} (/dev/vfio/{g.group}):")
+        output.say(f"IOMMU group {g.group} ({vfio_group_dev(g.group)}):")
         for s in g.steps:
             if s.action == "keep":
                 output.say(f"  {s.address}: already on {s.current_driver}, nothing to do")
@@ -201,7 +209,7 @@ def bind_cmd(
     ctx: typer.Context,
     addresses: List[str] = typer.Argument(None, help="PCI addresses (DDDD:BB:SS.F or BB:SS.F)."),
     all_: bool = typer.Option(False, "--all", help="Every accelerator in the catalogue found on this host."),
-    model: Optional[str] = typer.Option(None, "--model", help="Every accelerator of this model (e.g. 910B)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Every accelerator of this exact model: name (\"Ascend 910B\" or 910B) or vvvv:dddd."),
     recorded: bool = typer.Option(False, "--recorded", help="Everything the journal records as bound (for a boot-time unit)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, change nothing."),
     force: bool = typer.Option(False, "--force", help="Take devices the host is using where that is recoverable (an up NIC, the boot VGA)."),
@@ -243,8 +251,8 @@ def unbind_cmd(
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
     c: Ctx = ctx.obj
-    b = c.binder(lock_timeout=lock_timeout)
-    chosen = _parse_addresses(addresses or [])
+    b = c.binder(user_catalogue=False, lock_timeout=lock_timeout)
+    chosen = parse_many(addresses or [])
     if all_:
         chosen += [a for a in b.recorded_addresses() if a not in chosen]
         if not chosen:
@@ -268,7 +276,7 @@ def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     """Finish or roll back a transaction that a crashed run left in the journal."""
     c: Ctx = ctx.obj
     c.require_root("recover")
-    b = c.binder()
+    b = c.binder(user_catalogue=False)
     with b.locked():
         msg = b.recover()
     if as_json:
@@ -281,7 +289,7 @@ def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
 def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """What kata-npu has bound (from the journal) and whether the kernel agrees."""
     c: Ctx = ctx.obj
-    b = c.binder()
+    b = c.binder(user_catalogue=False)
     state = b.journal.load()
     rows = []
     for addr, rec in sorted(state.devices.items()):

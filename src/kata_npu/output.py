@@ -20,13 +20,14 @@ def emit_json_rows(rows: list) -> None:
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=title, show_lines=False, header_style="bold")
+    t = Table(title=escape(title) if title else None, show_lines=False, header_style="bold")
     for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*("-" if v is None or v == "" else str(v) for v in r))
+        t.add_column(escape(c), overflow="fold")
+    for r in rows:  # data is never markup: "[bridge]" must print as written
+        t.add_row(*("-" if v is None or v == "" else escape(str(v)) for v in r))
     Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(t)
 
 

@@ -17,11 +17,17 @@ import pytest
 
 from runcenv import MGMT, PROBE, PYTHON, Bundle, chip_numbers, make_bundle, parse_probe, runc_missing_reason
 
+from prereq import skip_or_fail
+
 pytestmark = pytest.mark.runc
 
 _reason = runc_missing_reason()
-if _reason:
-    pytestmark = [pytest.mark.runc, pytest.mark.skip(reason=_reason)]
+
+
+@pytest.fixture(autouse=True)
+def _runc_available() -> None:
+    if _reason:
+        skip_or_fail(_reason)
 
 EPERM = "Operation not permitted"
 

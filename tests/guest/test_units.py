@@ -18,7 +18,7 @@ from kata_npu.guest.inject import Root, make_node
 from kata_npu.guest.model import Chip, DeviceNode, Discovery, HookError, Mount
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod of character devices needs root")
+needs_root = pytest.mark.usefixtures("needs_root")
 
 
 # ---------------------------------------------------------------- selection syntax

@@ -9,6 +9,7 @@ import os
 import stat
 from pathlib import Path
 
+from fakekernel import is_fake_chr
 from kata_npu.cli import run
 
 
@@ -53,7 +54,5 @@ def journal(k) -> dict:
 
 
 def is_chr(path: Path) -> bool:
-    try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False
+    """A device node as the FakeKernel makes them (plain files: no mknod, no root)."""
+    return is_fake_chr(path)

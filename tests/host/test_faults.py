@@ -127,7 +127,7 @@ def test_unbind_refused_while_vm_holds_group(fake_host):
     assert cli(k, "bind", "81:00.0")[0] == 0
     k.add_process(5151, "qemu-system-x86", {17: "/dev/vfio/10"})
     rc, _, err = cli(k, "unbind", "81:00.0")
-    assert rc == 4 and "/dev/vfio/10 is held open by pid 5151 (qemu-system-x86); stop the VM first" in err
+    assert rc == 16 and "/dev/vfio/10 held open by pid 5151 (qemu-system-x86); stop that process (the VM) first" in err
     assert k.driver_of("0000:81:00.0") == "vfio-pci"
 
 
@@ -137,3 +137,18 @@ def test_platform_bridge_in_group_refused(fk):
     fk.add_function("0000:00:1f.3", 0x8086, 0x2930, 0x0C0500, driver="i801_smbus", group=9)
     rc, _, err = cli(fk, "bind", "00:1f.3")
     assert rc == 4 and "host/ISA bridge" in err and fk.driver_of("0000:00:1f.3") == "i801_smbus"
+
+
+def test_failed_bind_leaves_every_file_exactly_as_found(fk):
+    """Byte for byte: driver_override (admin-set and unset), links, nodes; only the journal says it happened."""
+    shared_group(fk)
+    (fk.root / f"sys/bus/pci/devices/{A}/driver_override").write_text("e1000e\n")  # set by the admin
+    before = snapshot(fk.root)
+    fk.inject("unbind_ebusy", B, 1)
+    rc, out, err = cli(fk, "bind", A)
+    assert rc == 10, err
+    after = snapshot(fk.root)
+    loaded = {k for k in after if k.startswith(("sys/bus/pci/drivers/vfio-pci", "sys/module/vfio_pci"))}
+    assert loaded, "vfio_pci was loaded (the one lasting effect, as modprobe has on Linux)"
+    assert {k: v for k, v in after.items() if k not in loaded} == before
+    assert fk.override_of(A) == "e1000e" and fk.override_of(B) is None

@@ -75,5 +75,5 @@ def test_unbind_plan_uses_records_or_kernel_default():
 
 def test_unbind_refused_when_group_open():
     g = group(fn(A, "vfio-pci"))
-    with pytest.raises(RefusedError, match="stop the VM first"):
+    with pytest.raises(RefusedError, match=r"/dev/vfio/8 held open by pid 99 \(qemu\); stop that process \(the VM\) first"):
         plan_unbind([(g, {A})], {}, {8: [(99, "qemu", "/dev/vfio/8")]})

@@ -82,7 +82,9 @@ def test_bad_user_catalogue_is_config_error(fake_host):
     d.mkdir(parents=True)
     (d / "bad.json").write_text('{"devices": [{"vendor": "zz", "device": "1"}]}')
     with pytest.raises(ConfigError, match="not a hex number"):
-        load_catalogue(HostPaths.from_root(fake_host.root))
+        load_catalogue(HostPaths.from_root(fake_host.root), strict=True)
+    cat = load_catalogue(HostPaths.from_root(fake_host.root))  # default: named and skipped
+    assert cat.problems and "/etc/kata-npu/devices.d/bad.json" in cat.problems[0] and "not a hex number" in cat.problems[0]
 
 
 def test_io_bar_is_not_mmio(fk):

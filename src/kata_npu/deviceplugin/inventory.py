@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..host import sysfs
 from ..host.catalogue import Catalogue
 from ..host.listing import list_rows
-from ..host.paths import HostPaths
+from ..host.paths import HostPaths, vfio_cdev, vfio_group_dev
 from ..host.vfio import is_char_device
 from .constants import DEFAULT_PREFIX, HEALTHY, MAX_ID_LEN, UNHEALTHY
 
@@ -111,14 +111,14 @@ def scan(paths: HostPaths, catalogue: Catalogue, prefix: str, models: frozenset[
         iommufd = []
         for e in eps:
             if e.vfio_dev and (paths.vfio_dev / "devices" / e.vfio_dev).exists():
-                iommufd.append(f"/dev/vfio/devices/{e.vfio_dev}")
+                iommufd.append(vfio_cdev(e.vfio_dev))
         numas = sorted({e.numa_node for e in eps if e.numa_node is not None})
         dev_id = str(n)
         assert len(dev_id) <= MAX_ID_LEN
         out[n] = GroupDevice(
             id=dev_id, resource=res, group=n, functions=tuple(str(e.address) for e in eps),
             numa=numas[0] if numas else None, healthy=bool(eps) and not reasons,
-            vfio_node=f"/dev/vfio/{n}", iommufd_nodes=tuple(iommufd),
+            vfio_node=vfio_group_dev(n), iommufd_nodes=tuple(iommufd),
             parent=_parent(eps[0].sysfs_path) if eps else "", reason="; ".join(reasons),
         )
     return out

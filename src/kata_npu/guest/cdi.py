@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..fileio import atomic_write
 from .model import DeviceNode, Discovery, HookError, UsageError
 
 KIND = "ascend.com/npu"
@@ -38,22 +39,7 @@ def build_spec(found: Discovery) -> dict:
 
 
 def write_atomic(directory: str, name: str, data: dict) -> str:
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    final = os.path.join(directory, name)
-    tmp = os.path.join(directory, f".{name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, final)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return final
+    return atomic_write(os.path.join(directory, name), json.dumps(data, indent=2, sort_keys=True) + "\n", 0o644)
 
 
 def main(args: list[str]) -> int:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import stat
 
+from ..pciaddr import is_canonical
 from .config import MANAGEMENT_PREFIXES, HookConfig
 from .model import Chip, DeviceNode, Discovery, HookError, Mount
-
-_HEX = set("0123456789abcdef")
-
 
 def davinci_index(name: str) -> int | None:
     """N for ``davinciN`` (ASCII digits only), else None. No ``re``: it costs ms at import."""
@@ -20,13 +18,8 @@ def davinci_index(name: str) -> int | None:
 
 
 def is_bdf(text: str) -> bool:
-    """``dddd:bb:dd.f`` in lower-case hex."""
-    parts = text.split(":")
-    if len(parts) != 3 or len(parts[0]) != 4 or len(parts[1]) != 2:
-        return False
-    dev, _, fn = parts[2].partition(".")
-    return (len(dev) == 2 and fn in "01234567" and len(fn) == 1
-            and set(parts[0] + parts[1] + dev) <= _HEX)
+    """``dddd:bb:dd.f`` in lower-case hex (the one parser: kata_npu.pciaddr)."""
+    return is_canonical(text)
 
 
 def _node(dev_root: str, name: str, mode: int) -> DeviceNode | None:

@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from ..fileio import atomic_write
 from .model import HookError, UsageError
 
 HOOK_DIR = "usr/share/oci/hooks/prestart"
@@ -76,6 +77,9 @@ def _pyc(source: bytes, shown_as: str) -> bytes:
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
+SHARED_MODULES = ("pciaddr.py", "fileio.py")  # kata_npu/<name>: lean, stdlib only, imported by the hook
+
+
 def _package(seen_as: str) -> list[File]:
     """The guest package (sources + .pyc for this interpreter), sorted, modes normalised."""
     import importlib.util
@@ -88,6 +92,9 @@ def _package(seen_as: str) -> list[File]:
             continue
         with open(os.path.join(src, name), "rb") as f:
             files.append(File(f"{lib}/guest/{name}", f.read(), 0o644))
+    for name in SHARED_MODULES:  # stdlib-only modules the guest shares with the host
+        with open(os.path.join(os.path.dirname(src), name), "rb") as f:
+            files.append(File(f"{lib}/{name}", f.read(), 0o644))
     out = []
     for f in files:
         out.append(f)
@@ -159,16 +166,7 @@ def _makedirs(root: str, rel: str) -> None:
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
-    if os.path.islink(path):
-        os.unlink(path)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, data, mode, durable=False)  # rename replaces a symlink at path, never follows it
 
 
 def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True,

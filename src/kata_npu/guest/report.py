@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..fileio import atomic_write
 from . import jsonlite
 
 TAG = "kata-npu-hook"
@@ -49,16 +50,8 @@ def _syslog(level: int, msg: str, dev_log: str = "/dev/log") -> None:
 def write_status(run_dir: str, cid: str | None, payload: dict) -> None:
     """Atomically write run_dir/<cid>.json (or last-error.json when the id is unknown)."""
     try:
-        os.makedirs(run_dir, mode=0o755, exist_ok=True)
         name = f"{cid}.json" if cid else "last-error.json"
-        tmp = os.path.join(run_dir, f".{name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            os.fchmod(fd, 0o644)  # whatever the umask: readable by probes, writable by root only
-            os.write(fd, (jsonlite.dumps(payload) + "\n").encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, os.path.join(run_dir, name))
+        atomic_write(os.path.join(run_dir, name), jsonlite.dumps(payload) + "\n", 0o644, durable=False)
     except OSError:
         pass
 

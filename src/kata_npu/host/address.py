@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from ..errors import BadAddressError
-
-_ADDR = re.compile(
-    r"^(?:(?P<domain>[0-9a-fA-F]{1,8}):)?(?P<bus>[0-9a-fA-F]{1,2}):(?P<slot>[0-9a-fA-F]{1,2})\.(?P<func>[0-7])$"
-)
+from ..pciaddr import split
 
 
 @dataclass(frozen=True, order=True)
@@ -24,16 +20,12 @@ class PciAddress:
         """Accept ``DDDD:BB:SS.F`` or ``BB:SS.F``; anything else is an error, never a path."""
         if not isinstance(text, str):
             raise BadAddressError(f"PCI address must be a string, got {type(text).__name__}")
-        m = _ADDR.fullmatch(text.strip())
-        if not m:
+        parts = split(text.strip())
+        if parts is None:
             raise BadAddressError(
-                f"malformed PCI address {text!r}: expected DDDD:BB:SS.F or BB:SS.F (hex), e.g. 0000:81:00.0"
+                f"malformed PCI address {text!r}: expected DDDD:BB:SS.F or BB:SS.F (hex, slot <= 1f), e.g. 0000:81:00.0"
             )
-        domain = int(m["domain"], 16) if m["domain"] else 0
-        slot = int(m["slot"], 16)
-        if slot > 0x1F:
-            raise BadAddressError(f"malformed PCI address {text!r}: slot {slot:#x} is above 0x1f")
-        return cls(domain, int(m["bus"], 16), slot, int(m["func"]))
+        return cls(*parts)
 
     def __str__(self) -> str:
         return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}.{self.function}"
@@ -44,5 +36,15 @@ class PciAddress:
         return f"{self.domain:04x}:{self.bus:02x}:{self.slot:02x}"
 
 
+def parse_many(values: list[str] | tuple[str, ...]) -> list[PciAddress]:
+    """User-given addresses, parsed, first occurrence kept: every command parses lists this way."""
+    out: list[PciAddress] = []
+    for v in values:
+        a = PciAddress.parse(v)
+        if a not in out:
+            out.append(a)
+    return out
+
+
 def is_address(text: str) -> bool:
-    return bool(_ADDR.fullmatch(text))
+    return split(text) is not None

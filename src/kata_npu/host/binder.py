@@ -28,10 +28,10 @@ from .catalogue import Catalogue
 from .journal import Journal, State, Transaction, TxFunction, host_lock
 from .kernel import DeadlineExceeded, Kernel, run_with_deadline
 from .model import IommuGroup
-from .paths import HostPaths
+from .paths import HostPaths, vfio_cdev
 from .plan import Plan, plan_bind, plan_unbind
 from .usage import group_in_use, host_usage
-from .vfio import VfioDriver, choose_driver, ensure_loaded, is_char_device, wait_for_char_device
+from .vfio import VfioDriver, choose_driver, ensure_loaded, wait_for_char_device
 
 CRASH_ENV = "KATA_NPU_TEST_CRASH_AT"  # test-only: "<phase>:<n>" SIGKILLs us there
 
@@ -118,13 +118,16 @@ class Binder:
             for m in g.endpoints:
                 d = choose_driver(self.paths, m.address)
                 targets[m.address] = (d.module, d.driver)
-        return plan_bind(groups, findings, targets, force)
+        return plan_bind(groups, findings, targets, force, self._holders(groups))
 
     def plan_unbind(self, addresses: list[PciAddress]) -> Plan:
         state = self.journal.load()
         groups = self._groups_for(addresses)
-        holders = {g.number: group_in_use(self.paths, g.number) for g, _ in groups}
-        return plan_unbind(groups, state.devices, holders)
+        return plan_unbind(groups, state.devices, self._holders(groups))
+
+    def _holders(self, groups: list[tuple[IommuGroup, set[PciAddress]]]) -> dict[int, list[tuple[int, str, str]]]:
+        return {g.number: group_in_use(self.paths, g.number, [m.vfio_dev for m in g.members if m.vfio_dev])
+                for g, _ in groups}
 
     def recorded_addresses(self) -> list[PciAddress]:
         return sorted(PciAddress.parse(a) for a in self.journal.load().devices)
@@ -163,6 +166,13 @@ class Binder:
             time.sleep(0.01)
 
     def _unbind_current(self, addr: str, cur: str) -> None:
+        if cur == "vfio-pci" or cur.endswith("_vfio_pci"):  # a held fd would block the unbind until the deadline
+            n = sysfs.group_number(self.paths, PciAddress.parse(addr))
+            vdev = sysfs.read_function(self.paths, PciAddress.parse(addr)).vfio_dev
+            held = group_in_use(self.paths, n, [vdev] if vdev else []) if n is not None else []
+            if held:
+                raise StepError(f"{addr} is in use: " + "; ".join(
+                    f"{node} held open by pid {pid} ({cmd})" for pid, cmd, node in held))
         self._deadline_write(self.paths.pci_drivers / cur / "unbind", addr, self.unbind_timeout,
                              f"unbind {addr} from {cur}")
 
@@ -269,8 +279,8 @@ class Binder:
         g = sysfs.read_group(self.paths, number)
         node = sysfs.vfio_group_node(self.paths, number)
         # sysfs has vfio-dev/vfioX since 6.1, the /dev/vfio/devices cdev only with VFIO_DEVICE_CDEV (6.6+)
-        iommufd = [f"/dev/vfio/devices/{m.vfio_dev}" for m in g.endpoints
-                   if m.vfio_dev and is_char_device(self.paths.vfio_dev / "devices" / m.vfio_dev)]
+        iommufd = [vfio_cdev(m.vfio_dev) for m in g.endpoints
+                   if m.vfio_dev and self.kernel.is_char_device(self.paths.vfio_cdev_node(m.vfio_dev))]
         state = self.journal.load()
         fns = [
             {"address": str(m.address), "driver": m.driver,
@@ -337,7 +347,8 @@ class Binder:
 
     def _finish_group(self, number: int) -> None:
         node = sysfs.vfio_group_node(self.paths, number)
-        if not wait_for_char_device(node, self.node_timeout, use_udev=self.paths.is_real):
+        if not wait_for_char_device(node, self.node_timeout, use_udev=self.paths.is_real,
+                                    is_chr=self.kernel.is_char_device):
             raise StepError(f"{self.paths.strip(node)} did not appear as a character device within {self.node_timeout:g}s")
         g = sysfs.read_group(self.paths, number)
         if not g.viable:

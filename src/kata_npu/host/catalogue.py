@@ -40,6 +40,8 @@ class DeviceModel:
 class Catalogue:
     models: list[DeviceModel] = field(default_factory=list)
     families: dict[str, dict] = field(default_factory=dict)
+    # User files that could not be used, one message each (named, skipped, never fatal).
+    problems: list[str] = field(default_factory=list)
 
     def lookup(self, vendor: int, device: int, class_code: int) -> DeviceModel | None:
         # Exact ids beat vendor-wide rules; later entries (user files) beat earlier ones.
@@ -61,13 +63,21 @@ class Catalogue:
         return tuple(nodes)
 
     def find_model(self, name: str) -> list[DeviceModel]:
+        """Exact model name, the name without its brand word ("910B" for "Ascend 910B"), or
+        ``vvvv:dddd`` (case and spaces ignored). A destructive command never selects by a
+        fragment: "0" once matched five models by suffix."""
         key = name.casefold().replace(" ", "")
-        return [
-            m
-            for m in self.models
-            if key in (m.model.casefold().replace(" ", ""), f"{m.vendor:04x}:{m.device:04x}" if m.device is not None else "")
-            or m.model.casefold().replace(" ", "").endswith(key)
-        ]
+        return [m for m in self.models if key and key in _model_keys(m)]
+
+
+def _model_keys(m: DeviceModel) -> set[str]:
+    words = m.model.casefold().split()
+    keys = {"".join(words)}
+    if len(words) > 1:
+        keys.add("".join(words[1:]))
+    if m.device is not None:
+        keys.add(f"{m.vendor:04x}:{m.device:04x}")
+    return keys
 
 
 def _hex(value, what: str, src: str, bits: int = 16) -> int:
@@ -120,8 +130,12 @@ def _entries(doc: dict, src: str, families: dict[str, dict]) -> list[DeviceModel
     return out
 
 
-def _read_doc(path: Path) -> dict:
-    text = path.read_text()
+def _read_doc(path: Path, shown: str | None = None) -> dict:
+    shown = shown or str(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{shown}: cannot read device catalogue: {getattr(e, 'strerror', None) or e}") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml  # only when a user file needs it
@@ -129,19 +143,38 @@ def _read_doc(path: Path) -> dict:
             return yaml.safe_load(text) or {}
         return json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
-        raise ConfigError(f"{path}: cannot parse device catalogue: {e}") from None
+        raise ConfigError(f"{shown}: cannot parse device catalogue: {e}") from None
 
 
-def load_catalogue(paths: HostPaths | None = None, extra: list[Path] | None = None) -> Catalogue:
+def user_files(paths: HostPaths) -> list[Path]:
+    d = paths.config_dir / "devices.d"
+    try:
+        return sorted(p for p in d.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
+    except OSError:
+        return []
+
+
+def load_catalogue(paths: HostPaths | None = None, extra: list[Path] | None = None, strict: bool = False) -> Catalogue:
+    """The shipped table, then the user's files (``paths``: /etc/kata-npu/devices.d; ``extra``).
+
+    A user file that does not parse or validate is skipped whole and named in ``problems``
+    (``strict``: raise instead): a typo there must not block the commands that give devices back.
+    """
     families: dict[str, dict] = {}
     builtin = json.loads((Path(__file__).resolve().parents[1] / "data" / "devices.json").read_text())
     models = _entries(builtin, "builtin catalogue", families)
-    files: list[Path] = []
-    if paths is not None:
-        d = paths.config_dir / "devices.d"
-        if d.is_dir():
-            files += sorted(p for p in d.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
-    files += list(extra or [])
+    files = (user_files(paths) if paths is not None else []) + list(extra or [])
+    problems: list[str] = []
     for f in files:
-        models += _entries(_read_doc(f), str(f), families)
-    return Catalogue(models, families)
+        shown = paths.strip(f) if paths is not None else str(f)
+        try:
+            fam = dict(families)
+            models_f = _entries(_read_doc(f, shown), shown, fam)
+        except ConfigError as e:
+            if strict:
+                raise
+            problems.append(f"{e}; file skipped")
+            continue
+        families.update(fam)
+        models += models_f
+    return Catalogue(models, families, problems)

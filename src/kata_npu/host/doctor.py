@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from . import sysfs
-from .catalogue import Catalogue, load_catalogue
+from .catalogue import Catalogue, load_catalogue, user_files
 from .listing import list_rows
 from .paths import HostPaths
+from .sysfs import _read
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 GiB = 1 << 30
@@ -42,13 +43,6 @@ class Check:
 
 
 # ---------------------------------------------------------------- small readers
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return None
-
 
 def _listdir(path: Path) -> list[str]:
     try:
@@ -415,23 +409,31 @@ def check_guest_memory(paths: HostPaths, catalogue: Catalogue | None = None) -> 
                  "", details)
 
 
+def check_catalogue(paths: HostPaths, catalogue: Catalogue) -> Check:
+    """User device files that were skipped: reported, not hidden behind a fallback."""
+    files = [paths.strip(f) for f in user_files(paths)]
+    if catalogue.problems:
+        return Check("catalogue", WARN, f"{len(catalogue.problems)} device file(s) skipped: " + " | ".join(catalogue.problems),
+                     "Fix or remove the named file under /etc/kata-npu/devices.d (JSON or YAML with a 'devices' list "
+                     "of {vendor, device, model, ...}); until then its devices are not known to kata-npu.",
+                     {"files": files, "problems": list(catalogue.problems)})
+    return Check("catalogue", PASS, f"{len(catalogue.models)} device entries ({len(files)} user file(s))", "",
+                 {"files": files})
+
+
 CHECKS: tuple[Callable[..., Check], ...] = (
     check_iommu, check_interrupt_remapping, check_vfio_modules, check_iommufd, check_acs_override,
-    check_accelerators, check_sriov, check_bar_sizes, check_kata, check_guest_memory,
+    check_catalogue, check_accelerators, check_sriov, check_bar_sizes, check_kata, check_guest_memory,
 )
+NEEDS_CATALOGUE = (check_catalogue, check_accelerators, check_sriov, check_bar_sizes, check_guest_memory)
 
 
 def run_checks(paths: HostPaths, catalogue: Catalogue | None = None) -> list[Check]:
-    cat = catalogue
-    if cat is None:
-        try:
-            cat = load_catalogue(paths)
-        except Exception:  # noqa: BLE001
-            cat = load_catalogue(None)
+    cat = catalogue if catalogue is not None else load_catalogue(paths)
     out = []
     for fn in CHECKS:
         try:
-            c = fn(paths, cat) if fn in (check_accelerators, check_sriov, check_bar_sizes, check_guest_memory) else fn(paths)
+            c = fn(paths, cat) if fn in NEEDS_CATALOGUE else fn(paths)
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
             c = Check(fn.__name__.removeprefix("check_").replace("_", "-"), FAIL, f"check crashed: {e!r}",
                       "Report this as a kata-npu bug.", {})

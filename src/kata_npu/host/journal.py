@@ -19,28 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import JournalError, LockTimeoutError, PermissionDeniedError
+from ..errors import JournalError, LockTimeoutError, from_os_error
+from ..fileio import atomic_write
 from .paths import HostPaths
 
 VERSION = 1
 PHASES = ("recorded", "override", "unbound", "probed", "verified")
-
-
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @dataclass
@@ -127,8 +111,8 @@ def host_lock(paths: HostPaths, timeout: float = 30.0) -> Iterator[None]:
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except PermissionError:
-        raise PermissionDeniedError(f"cannot open lock {paths.strip(lock_path)}: run as root") from None
+    except OSError as e:
+        raise from_os_error(e, "open lock") from None
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -12,6 +12,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -20,21 +21,54 @@ from typing import Callable, Protocol
 from ..errors import VfioMissingError
 
 
+def is_char_device(path: Path | str) -> bool:
+    """The real check: a character special file (what /dev/vfio/N must be before we hand it out)."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 class Kernel(Protocol):
     def write(self, path: Path, data: str) -> None: ...
 
     def load_module(self, name: str) -> None: ...
 
+    def is_char_device(self, path: Path | str) -> bool:
+        """The one place a device node is recognised: the test kernel's nodes are plain files
+        (no mknod, so the unit tests run unprivileged); the real kernel's check stays S_ISCHR."""
+        ...
+
+
+def write_attr(path: Path | str, data: str) -> None:
+    """The one sysfs-attribute writer: one write(2), as the kernel expects.
+
+    O_TRUNC is a no-op on sysfs and makes a plain file hold exactly ``data`` (without it,
+    "\n" over "vfio-pci" left "\nfio-pci"); never creates a file.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+
+
+def is_live_sysfs(sys_dir: Path | str) -> bool:
+    """Is ``sys_dir`` the running kernel's sysfs (e.g. /sys bind-mounted into a chroot)?
+    A copied or generated tree is not: writing its files would change nothing real."""
+    try:
+        return os.stat(sys_dir).st_dev == os.stat("/sys").st_dev and os.path.isdir(os.path.join(sys_dir, "kernel"))
+    except OSError:
+        return False
+
 
 class RealKernel:
-    """Writes sysfs attributes in one write(2), as the kernel expects."""
+    """Writes sysfs attributes and runs modprobe: only ever against a live kernel
+    (the CLI refuses write commands on a static --root tree)."""
 
-    def write(self, path: Path, data: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
+    write = staticmethod(write_attr)
+
+    is_char_device = staticmethod(is_char_device)
 
     def load_module(self, name: str) -> None:
         exe = shutil.which("modprobe") or next(

@@ -51,7 +51,7 @@ def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
     """Only a real cdev counts: 6.1 kernels show vfio-dev/vfioX in sysfs without /dev/vfio/devices."""
     if not f.vfio_dev:
         return None
-    node = paths.vfio_dev / "devices" / f.vfio_dev
+    node = paths.vfio_cdev_node(f.vfio_dev)
     return paths.strip(node) if node.exists() else None
 
 

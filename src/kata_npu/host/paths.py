@@ -13,6 +13,16 @@ from pathlib import Path
 ROOT_ENV = "KATA_NPU_ROOT"
 
 
+def vfio_group_dev(group: int) -> str:
+    """Host-absolute /dev/vfio/N: the one place this path is spelled."""
+    return f"/dev/vfio/{group}"
+
+
+def vfio_cdev(name: str) -> str:
+    """Host-absolute iommufd device node /dev/vfio/devices/vfioX (VFIO_DEVICE_CDEV, 6.6+)."""
+    return f"/dev/vfio/devices/{name}"
+
+
 @dataclass(frozen=True)
 class HostPaths:
     root: Path = Path("/")
@@ -21,6 +31,18 @@ class HostPaths:
     def from_root(cls, root: str | os.PathLike[str] | None = None) -> "HostPaths":
         value = root if root not in (None, "") else os.environ.get(ROOT_ENV) or "/"
         return cls(Path(value))
+
+    @classmethod
+    def checked(cls, root: str | os.PathLike[str] | None = None) -> "HostPaths":
+        """`from_root` for user input: a --root that is not a directory is refused, never read as empty."""
+        paths = cls.from_root(root)
+        if not paths.is_real and not os.path.isdir(paths.sys):
+            from ..errors import UsageError
+
+            what = ("does not exist" if not os.path.lexists(paths.root) else "is not a directory"
+                    if not os.path.isdir(paths.root) else "is not a host tree (no sys/ directory)")
+            raise UsageError(f"--root {paths.root} {what}")
+        return paths
 
     @property
     def is_real(self) -> bool:
@@ -72,6 +94,16 @@ class HostPaths:
     @property
     def vfio_dev(self) -> Path:
         return self._p("dev/vfio")
+
+    def under(self, host_abs: str) -> Path:
+        """A host-absolute path inside this root."""
+        return self.root / host_abs.lstrip("/")
+
+    def vfio_group_node(self, group: int) -> Path:
+        return self.under(vfio_group_dev(group))
+
+    def vfio_cdev_node(self, name: str) -> Path:
+        return self.under(vfio_cdev(name))
 
     @property
     def state_dir(self) -> Path:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import RefusedError
+from ..errors import InUseError, RefusedError
 from .address import PciAddress
 from .model import IommuGroup, PciFunction
+from .paths import vfio_group_dev
 from .usage import Finding
 
 REBIND = "rebind"  # move to the VFIO driver
@@ -58,7 +59,7 @@ class GroupPlan:
     def to_json(self) -> dict:
         return {
             "group": self.group,
-            "vfio_node": f"/dev/vfio/{self.group}",
+            "vfio_node": vfio_group_dev(self.group),
             "steps": [s.to_json() for s in self.steps],
             "bridges_left_alone": [str(b) for b in self.bridges],
             "forced": [f.to_json() for f in self.forced],
@@ -94,6 +95,7 @@ def plan_bind(
     findings: dict[int, list[Finding]],
     target: dict[PciAddress, tuple[str, str]],
     force: bool = False,
+    holders: dict[int, list[tuple[int, str, str]]] | None = None,
 ) -> Plan:
     """Pure: ``groups`` pairs each group with the requested addresses in it;
     ``findings`` are host-usage findings per group; ``target`` maps each
@@ -139,8 +141,17 @@ def plan_bind(
                 Step(m.address, action, m.driver, m.driver_override, drv if action == REBIND else m.driver,
                      drv if action == REBIND else m.driver_override, module, m.address in requested)
             )
+        if any(s.action == REBIND for s in steps):
+            refuse_if_held(group.number, (holders or {}).get(group.number), "bind")
         plans.append(GroupPlan(group.number, tuple(steps), tuple(b.address for b in group.bridges), tuple(soft)))
     return Plan("bind", tuple(plans))
+
+
+def refuse_if_held(group: int, held: list[tuple[int, str, str]] | None, op: str) -> None:
+    """Name every holder up front: an unbind under an open VFIO fd blocks until the holder exits."""
+    if held:
+        who = "; ".join(f"{node} held open by pid {pid} ({cmd})" for pid, cmd, node in held)
+        raise InUseError(f"cannot {op} IOMMU group {group}: in use: {who}; stop that process (the VM) first")
 
 
 def plan_unbind(
@@ -156,11 +167,7 @@ def plan_unbind(
         for m in group.members:
             if m.address in requested:
                 _check_requested(m)
-        if holders.get(group.number):
-            pid, comm, node = holders[group.number][0]
-            raise RefusedError(
-                f"IOMMU group {group.number} is in use: {node} is held open by pid {pid} ({comm}); stop the VM first"
-            )
+        refuse_if_held(group.number, holders.get(group.number), "unbind")
         steps = []
         for m in group.endpoints:
             if not m.on_vfio and m.driver_override is None:

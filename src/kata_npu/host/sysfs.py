@@ -204,7 +204,7 @@ def list_groups(paths: HostPaths) -> list[int]:
 
 
 def vfio_group_node(paths: HostPaths, number: int) -> Path:
-    return paths.vfio_dev / str(number)
+    return paths.vfio_group_node(number)
 
 
 def loaded_drivers(paths: HostPaths) -> set[str]:

@@ -12,10 +12,11 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from .catalogue import Catalogue
 from .model import PciFunction
-from .paths import HostPaths
+from .paths import HostPaths, vfio_cdev, vfio_group_dev
 from .sysfs import _read
 
 
@@ -93,6 +94,26 @@ def _ipv4_of(ifname: str) -> str | None:
         s.close()
 
 
+def _masters(link: Path) -> list[str]:
+    """Bridge/bond masters above an interface, nearest first (a bond may itself sit in a bridge)."""
+    out: list[str] = []
+    cur = link
+    while len(out) < 8:
+        name = None
+        try:
+            name = os.path.basename(os.readlink(cur / "master"))
+        except OSError:
+            try:
+                name = next((n[len("upper_"):] for n in sorted(os.listdir(cur)) if n.startswith("upper_")), None)
+            except OSError:
+                name = None
+        if not name or name in out:
+            break
+        out.append(name)
+        cur = cur.parent / name
+    return out
+
+
 def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     out = []
     try:
@@ -102,13 +123,12 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     routes = _read(paths.proc / "net/route") or ""
     route_ifs = {l.split()[0] for l in routes.splitlines()[1:] if l.split()}
     inet6 = _read(paths.proc / "net/if_inet6") or ""
-    for ifname in ifnames:
-        link = paths.sys / "class/net" / ifname
-        if not _owned(paths, f, link):
-            continue
-        flags = int(_read(link / "flags") or "0", 16)
+
+    def in_use(ifname: str) -> str | None:
+        """What an up interface carries (addresses, routes), or None when down or unused."""
+        flags = int(_read(paths.sys / "class/net" / ifname / "flags") or "0", 16)
         if not flags & 0x1:  # IFF_UP
-            continue
+            return None
         addrs = []
         for line in inet6.splitlines():
             p = line.split()
@@ -118,13 +138,37 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
         if v4:
             addrs.insert(0, v4)
         if addrs or ifname in route_ifs:
-            what = ", ".join(addrs) if addrs else "routes"
+            return ", ".join(addrs) if addrs else "routes"
+        return None
+
+    for ifname in ifnames:
+        link = paths.sys / "class/net" / ifname
+        if not _owned(paths, f, link):
+            continue
+        what = in_use(ifname)
+        if what:
             out.append(Finding(str(f.address), f"network interface {ifname} is up with {what} in use", True))
+            continue
+        # A port of a bridge or bond carries its master's traffic: taking it cuts the master's link.
+        for master in _masters(paths.sys / "class/net" / ifname):
+            what = in_use(master)
+            if what:
+                out.append(Finding(str(f.address), f"network interface {ifname} is enslaved to {master}, "
+                                   f"which is up with {what} in use", True))
+                break
     return out
 
 
+def _command(paths: HostPaths, pid: str) -> str:
+    """argv[0] and arguments (cut at 80 characters), or comm for kernel threads."""
+    raw = _read(paths.proc / pid / "cmdline")
+    cmd = " ".join(raw.replace("\0", " ").split()) if raw else ""
+    cmd = cmd if len(cmd) <= 80 else cmd[:77] + "..."
+    return cmd or _read(paths.proc / pid / "comm") or "?"
+
+
 def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
-    """(pid, comm, node) for every open fd whose target is one of ``targets`` (host paths)."""
+    """(pid, command, node) for every open fd whose target is one of ``targets`` (host paths)."""
     found = []
     try:
         pids = [p for p in os.listdir(paths.proc) if p.isdigit()]
@@ -142,9 +186,9 @@ def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
             except OSError:
                 continue
             if target in targets:
-                comm = _read(paths.proc / pid / "comm") or "?"
-                found.append((int(pid), comm, target))
-    return found
+                found.append((int(pid), _command(paths, pid), target))
+                break
+    return sorted(found)
 
 
 def node_holders(paths: HostPaths, patterns: tuple[str, ...]) -> list[tuple[int, str, str]]:
@@ -179,6 +223,7 @@ def host_usage(paths: HostPaths, f: PciFunction, catalogue: Catalogue) -> list[F
     return out
 
 
-def group_in_use(paths: HostPaths, group: int) -> list[tuple[int, str, str]]:
-    """Processes (a running VM) holding /dev/vfio/N: unbinding would block until they exit."""
-    return _holders(paths, {f"/dev/vfio/{group}"})
+def group_in_use(paths: HostPaths, group: int, cdevs: Iterable[str] = ()) -> list[tuple[int, str, str]]:
+    """Processes (a running VM) holding /dev/vfio/N or a member's /dev/vfio/devices/vfioX:
+    unbinding would block until they exit."""
+    return _holders(paths, {vfio_group_dev(group), *(vfio_cdev(c) for c in cdevs)})

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import VfioMissingError
 from .address import PciAddress
-from .kernel import Kernel
+from .kernel import Kernel, is_char_device
 from .paths import HostPaths
 from .sysfs import _read
 
@@ -80,14 +80,8 @@ def ensure_loaded(paths: HostPaths, kernel: Kernel, drv: VfioDriver) -> VfioDriv
     return VfioDriver(drv.module, name)
 
 
-def is_char_device(path: Path) -> bool:
-    try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def wait_for_char_device(path: Path, timeout: float = 10.0, stable: float = 0.2, use_udev: bool = False) -> bool:
+def wait_for_char_device(path: Path, timeout: float = 10.0, stable: float = 0.2, use_udev: bool = False,
+                         is_chr: Callable[[Path], bool] = is_char_device) -> bool:
     """True once ``path`` is a character device and has stayed one for ``stable`` seconds.
 
     udev may remove and recreate the node while applying rules, so one
@@ -108,7 +102,7 @@ def wait_for_char_device(path: Path, timeout: float = 10.0, stable: float = 0.2,
     seen_since: float | None = None
     while True:
         now = time.monotonic()
-        if is_char_device(path):
+        if is_chr(path):
             seen_since = seen_since if seen_since is not None else now
             if now - seen_since >= stable:
                 return True

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from ..errors import ConfigError, KataNpuError
 from ..host import sysfs
-from ..host.address import PciAddress
+from ..host.address import PciAddress, parse_many
 from ..host.catalogue import Catalogue
-from ..host.paths import HostPaths
+from ..host.paths import HostPaths, vfio_group_dev
 from .values import NpuDevice
 
 PCI_CONFIG_SPACE = 256  # conventional PCI config space; PCIe functions have 4096 (Kata's IsPCIeDevice)
@@ -36,7 +36,7 @@ class BoundDevices:
     @property
     def vfio_nodes(self) -> list[str]:
         """Host paths for `ctr run --device` (the legacy group interface Kata 3.30 takes)."""
-        return [f"/dev/vfio/{g}" for g in self.groups]
+        return [vfio_group_dev(g) for g in self.groups]
 
 
 def _is_pcie(paths: HostPaths, addr: PciAddress) -> bool:
@@ -66,7 +66,7 @@ def _whole_groups(paths: HostPaths, funcs) -> tuple[list[NpuDevice], list[str]]:
         off = [str(m.address) for m in members if not m.on_vfio]
         if off:
             notes.append(f"IOMMU group {g} also holds {', '.join(off)}, not on vfio-pci: Kata cannot open "
-                         f"/dev/vfio/{g} until the whole group is bound (kata-npu bind {off[0]})")
+                         f"{vfio_group_dev(g)} until the whole group is bound (kata-npu bind {off[0]})")
         out += [_device(paths, m) for m in members]
     for f in funcs:
         if f.iommu_group is None:
@@ -76,13 +76,9 @@ def _whole_groups(paths: HostPaths, funcs) -> tuple[list[NpuDevice], list[str]]:
 
 def devices_for(paths: HostPaths, addresses: list[str]) -> BoundDevices:
     """The named functions, widened to their whole groups."""
-    try:
-        funcs = [sysfs.read_function(paths, PciAddress.parse(a)) for a in addresses]
-        devs, notes = _whole_groups(paths, funcs)
-    except ConfigError:
-        raise
-    except KataNpuError as e:
-        raise ConfigError(str(e)) from None
+    # A malformed or absent address keeps its own exit code (3), as in bind/unbind.
+    funcs = [sysfs.read_function(paths, a) for a in parse_many(addresses)]
+    devs, notes = _whole_groups(paths, funcs)
     return BoundDevices(tuple(devs), tuple(notes))
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
 from .schema import DEFAULT_CONFIG_PATH  # noqa: F401 (re-exported)
+from ..fileio import atomic_write
 from .values import KataValues
 
 FULL = "configuration-qemu-npu.toml.j2"
@@ -96,24 +96,5 @@ def write_atomic(path: str | Path, text: str, force: bool = False, mode: int = 0
     p = Path(path)
     if p.exists() and not force:
         raise ConfigError(f"{p} exists; pass --force to replace it")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    except OSError as e:
-        raise ConfigError(f"cannot write {p}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ConfigError(f"cannot write {p}: {e.strerror}") from None
-        raise
+    atomic_write(p, text, 0o644)
     return p
