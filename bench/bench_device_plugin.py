@@ -50,7 +50,7 @@ def main() -> int:
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kndp", dir="/tmp"))
     try:
-        k = standard_host(tmp / "root", npus=NPUS, vfio_loaded=True)
+        k = standard_host(tmp / "root", npus=NPUS, vfio_loaded=True, real_nodes=True)
         addrs = [f"0000:{0x81 + i:02x}:00.0" for i in range(NPUS)]
         for ad in addrs:
             to_vfio(k, ad)

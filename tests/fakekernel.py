@@ -66,8 +66,11 @@ def is_fake_chr(path: Path | str) -> bool:
 
 
 class FakeKernel:
-    def __init__(self, root: Path | str, release: str | None = None):
+    def __init__(self, root: Path | str, release: str | None = None, real_nodes: bool = False):
         self.root = Path(root)
+        # real_nodes: mknod real char devices (root only) for readers in another process that use the real
+        # S_ISCHR check (the device-plugin daemon); plain "chr M:m" files otherwise.
+        self.real_nodes = real_nodes
         self.sys = self.root / "sys"
         self.release = release or os.uname().release
         self._mmio_next = 0x4000000000
@@ -110,6 +113,9 @@ class FakeKernel:
     # ------------------------------------------------------------------ building
     def _mknod(self, path: Path, major: int, minor: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.real_nodes:
+            os.mknod(path, 0o20600, os.makedev(major, minor))
+            return
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, f"{FAKE_CHR}{major}:{minor}\n".encode())
@@ -539,13 +545,13 @@ class FakeKernel:
         self.add_driver(drv, module=name)
 
 
-def standard_host(root: Path | str, *, npus: int = 2, vfio_loaded: bool = False) -> FakeKernel:
+def standard_host(root: Path | str, *, npus: int = 2, vfio_loaded: bool = False, real_nodes: bool = False) -> FakeKernel:
     """A typical Ascend host: a SATA disk with the root fs, an up NIC, and NPUs behind root ports.
 
     Groups: 0 host bridge; 1 SATA (mounted /); 2 NIC (up, 10.0.0.2);
     NPU i: root port 0000:(0x10+i*0x10 - 1? no) -> group 10+i with the NPU alone.
     """
-    k = FakeKernel(root)
+    k = FakeKernel(root, real_nodes=real_nodes)
     k.add_driver("ahci", ids=[(0x8086, 0x2922)])
     k.add_driver("e1000e", ids=[(0x8086, 0x10D3)])
     k.add_driver("devdrv_device_driver", module="drv_pcie_host", ids=[(0x19E5, 0xD802), (0x19E5, 0xD801)])

@@ -191,6 +191,7 @@ def test_waits_for_kubelet_then_registers(plugin_dir, daemon):
 
 @pytest.mark.parametrize("prefix", ["huawei.com", "kubernetes.io", "Not A Domain"])
 def test_bad_prefix_one_line_exit_12(prefix, tmp_path):
+    (tmp_path / "sys").mkdir()  # a host tree, so the prefix is what gets judged
     r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "--root", str(tmp_path), "device-plugin", "--resource-prefix", prefix],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(SRC)), timeout=30)
     assert r.returncode == 12, r.stderr
