@@ -79,6 +79,7 @@ def assert_kata(doc: dict, config_path: str = KATA_CONF) -> None:
 
 
 def cli(*args: str, root: Path):
+    (root / "sys").mkdir(exist_ok=True)  # --root must be a host tree
     r = CliRunner().invoke(app, ["--root", str(root), "config", "containerd", *args])
     if isinstance(r.exception, ConfigError):  # what kata_npu.cli.main turns into the exit code
         r.exit_code = ConfigError.exit_code

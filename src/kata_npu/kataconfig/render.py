@@ -96,5 +96,8 @@ def write_atomic(path: str | Path, text: str, force: bool = False, mode: int = 0
     p = Path(path)
     if p.exists() and not force:
         raise ConfigError(f"{p} exists; pass --force to replace it")
-    atomic_write(p, text, 0o644)
+    try:
+        atomic_write(p, text, mode)
+    except OSError as e:  # one line naming the file, the config error class
+        raise ConfigError(f"cannot write {p}: {e.strerror}") from None
     return p
