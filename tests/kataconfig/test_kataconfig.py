@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fakekernel import GiB, MEM64_PREF, MiB, standard_host
-from kata_npu.errors import ConfigError
+from kata_npu.errors import FileIOError, ConfigError
 from kata_npu.host.paths import HostPaths
 from kata_npu.kataconfig import bound, check, render, runargs, schema, values
 from kata_npu.kataconfig.cli import app as config_app, run_args
@@ -291,9 +291,9 @@ def test_runargs_needs_devices():
         runargs.ctr_run_argv([])
 
 
-def test_write_atomic_unwritable_place_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="cannot write /proc/kata-npu-x.toml"):
+def test_write_atomic_unwritable_place_is_one_file_error(tmp_path):
+    with pytest.raises(FileIOError, match="cannot write /proc/kata-npu-x.toml"):
         render.write_atomic("/proc/kata-npu-x.toml", "x")
     (tmp_path / "f").write_text("")
-    with pytest.raises(ConfigError, match="cannot write"):
+    with pytest.raises(FileIOError, match="cannot write"):
         render.write_atomic(tmp_path / "f" / "under-a-file.toml", "x")

@@ -8,7 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, from_os_error
 from .schema import DEFAULT_CONFIG_PATH  # noqa: F401 (re-exported)
 from ..fileio import atomic_write
 from .values import KataValues
@@ -98,6 +98,6 @@ def write_atomic(path: str | Path, text: str, force: bool = False, mode: int = 0
         raise ConfigError(f"{p} exists; pass --force to replace it")
     try:
         atomic_write(p, text, mode)
-    except OSError as e:  # one line naming the file, the config error class
-        raise ConfigError(f"cannot write {p}: {e.strerror}") from None
+    except OSError as e:  # one line naming the file, the I/O (15) or permission (7) class as everywhere
+        raise from_os_error(e, "cannot write") from None
     return p
