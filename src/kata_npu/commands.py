@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from . import output
-from .errors import BadAddressError, KataNpuError, PermissionDeniedError
+from .errors import BadAddressError, KataNpuError, PermissionDeniedError, RollbackFailedError
 from .host import sysfs
 from .host.address import PciAddress
 from .host.binder import Binder, Outcome
@@ -182,7 +182,8 @@ def _print_outcome(out: Outcome, as_json: bool) -> None:
         if out.op == "bind":
             output.say(f"IOMMU group {g.group}: {g.vfio_node}")
             for f in g.functions:
-                output.say(f"  {f['address']}: {f['driver']} (was {f.get('original_driver') or 'unrecorded'})")
+                was = (f["original_driver"] or "no driver") if f["recorded"] else "unrecorded"
+                output.say(f"  {f['address']}: {f['driver']} (was {was})")
             for n in g.iommufd_nodes:
                 output.say(f"  iommufd: {n}")
         else:
@@ -222,7 +223,7 @@ def bind_cmd(
         return
     c.require_root("bind")
     with b.locked():
-        recovered = b.recover()
+        recovered = _recover_first(b)
         plan = b.plan_bind(chosen, force)
         for g in plan.groups:
             for f in g.forced:
@@ -239,6 +240,7 @@ def unbind_cmd(
     all_: bool = typer.Option(False, "--all", help="Everything kata-npu bound (from the journal)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n"),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
+    to_default: bool = typer.Option(False, "--to-default", help="Ignore the recorded driver: clear driver_override and let the kernel choose (resolves a stuck record)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
@@ -257,24 +259,52 @@ def unbind_cmd(
         return
     c.require_root("unbind")
     with b.locked():
-        recovered = b.recover()
-        out = b.unbind(b.plan_unbind(chosen))
+        recovered = _recover_first(b)
+        out = b.unbind(b.plan_unbind(chosen), to_default=to_default)
     out.recovered = recovered
     _print_outcome(out, as_json)
 
 
+def _recover_first(b: Binder) -> str | None:
+    """Close a crashed run's transaction before our own; stuck functions are named, never a blocker."""
+    msg, _ = b.recover()
+    for r in b.journal.load().stuck:
+        output.warn(f"stuck: {r.address}: {r.stuck} (see kata-npu recover)")
+    return msg
+
+
 @app.command("recover")
-def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Finish or roll back a transaction that a crashed run left in the journal."""
+def recover_cmd(
+    ctx: typer.Context,
+    forget: List[str] = typer.Option(None, "--forget", help="Drop the journal record of ADDR (after resolving it by hand)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Finish or roll back a transaction a crashed run left, then retry giving back stuck functions."""
     c: Ctx = ctx.obj
     c.require_root("recover")
     b = c.binder()
+    forgotten: list[str] = []
     with b.locked():
-        msg = b.recover()
+        msg, _ = b.recover()
+        if forget:
+            forgotten = b.forget([str(a) for a in _parse_addresses(forget)])
+            missing = sorted({str(a) for a in _parse_addresses(forget)} - set(forgotten))
+            if missing:
+                output.warn(f"no journal record for {', '.join(missing)}")
+        restored, stuck = b.retry_stuck()
     if as_json:
-        output.emit_json({"ok": True, "recovered": msg})
+        output.emit_json({"ok": not stuck, "recovered": msg, "restored": restored, "forgotten": forgotten,
+                          "stuck": [r.to_json() for r in stuck]})
     else:
         output.say(msg or "nothing to recover")
+        for a in forgotten:
+            output.say(f"forgot {a}")
+        for a in restored:
+            output.say(f"restored stuck {a}")
+    if stuck:
+        from .host.binder import stuck_summary
+
+        raise RollbackFailedError("still stuck: " + stuck_summary(stuck))
 
 
 @app.command("status")
@@ -294,9 +324,9 @@ def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
             node = c.paths.strip(p) if p.exists() else None
         ok = bool(f and f.on_vfio and node)
         rows.append({
-            "address": addr, "original_driver": rec.get("original_driver"), "driver": f.driver if f else None,
+            **rec.to_json(), "driver": f.driver if f else None,
             "iommu_group": f.iommu_group if f else None, "vfio_node": node,
-            "state": "bound" if ok else "missing" if not present else "drifted",
+            "state": "stuck" if rec.stuck else "bound" if ok else "missing" if not present else "drifted",
         })
     tx = state.transaction
     pending = {"op": tx.op, "id": tx.id, "pid": tx.pid, "functions": len(tx.functions)} if tx else None
@@ -305,6 +335,8 @@ def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
         return
     if pending:
         output.warn(f"interrupted {tx.op} transaction {tx.id} (pid {tx.pid}): run `kata-npu recover`")
+    for r in state.stuck:
+        output.warn(f"stuck: {r.address}: {r.stuck} (kata-npu recover retries; --forget ADDR drops the record)")
     if not rows:
         output.say("kata-npu has bound nothing")
         return

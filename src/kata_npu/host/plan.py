@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..errors import RefusedError
 from .address import PciAddress
+from .journal import FunctionRecord
 from .model import IommuGroup, PciFunction
 from .usage import Finding
 
@@ -21,6 +22,8 @@ RESTORE = "restore"  # back to the recorded (or kernel default) driver
 
 @dataclass(frozen=True)
 class Step:
+    """One planned action; ``current_*`` is the function now, ``target_*`` where the action takes it."""
+
     address: PciAddress
     action: str
     current_driver: str | None
@@ -145,7 +148,7 @@ def plan_bind(
 
 def plan_unbind(
     groups: list[tuple[IommuGroup, set[PciAddress]]],
-    records: dict[str, dict],
+    records: "dict[str, FunctionRecord]",
     holders: dict[int, list[tuple[int, str, str]]],
 ) -> Plan:
     """Pure: every VFIO-bound endpoint of each group goes back to its recorded
@@ -163,16 +166,16 @@ def plan_unbind(
             )
         steps = []
         for m in group.endpoints:
-            if not m.on_vfio and m.driver_override is None:
-                continue
             rec = records.get(str(m.address))
+            if not m.on_vfio and m.driver_override is None and not (rec and rec.stuck):
+                continue
             if rec is None:
                 notes.append(f"{m.address}: no journal record; clearing driver_override and letting the kernel choose")
             steps.append(
                 Step(m.address, RESTORE, m.driver, m.driver_override,
-                     rec.get("original_driver") if rec else None,
-                     rec.get("original_override") if rec else None,
-                     rec.get("original_module") if rec else None,
+                     rec.original_driver if rec else None,
+                     rec.original_override if rec else None,
+                     rec.original_module if rec else None,
                      m.address in requested, rec is None)
             )
         plans.append(GroupPlan(group.number, tuple(steps), tuple(b.address for b in group.bridges)))
