@@ -474,6 +474,16 @@ class FakeKernel:
             return None
         raise OSError(errno.EACCES, f"FakeKernel: unsupported write to {rel}")
 
+    def reboot(self) -> None:
+        """What a reboot does to driver state: overrides and manual bindings are gone, drivers match by id."""
+        for a in sorted(os.listdir(self.sys / "bus/pci/devices")):
+            (self.sys / "bus/pci/devices" / a / "driver_override").write_text("(null)\n")
+            drv = self.driver_of(a)
+            if drv:
+                self._detach(drv, a)
+        for a in sorted(os.listdir(self.sys / "bus/pci/devices")):
+            self._probe(a)
+
     def load_module(self, name: str) -> None:
         if self._load_faults().get("module_missing", {}).get(name):
             from kata_npu.errors import VfioMissingError

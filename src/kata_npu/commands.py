@@ -124,12 +124,8 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     output.table(None, ["GROUP", "VFIO", "MEMBERS"], rows)
 
 
-def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str], recorded: bool = False) -> list[PciAddress]:
+def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str]) -> list[PciAddress]:
     chosen = _parse_addresses(addresses)
-    if recorded:  # after a reboot: bind again what the journal says we had bound
-        chosen += [a for a in c.binder().recorded_addresses() if a not in chosen]
-        if not chosen:
-            return []
     if all_ or model:
         rows = list_rows(c.paths, c.catalogue)
         if model:
@@ -210,13 +206,15 @@ def bind_cmd(
     node_timeout: float = typer.Option(10.0, "--node-timeout", help="Seconds to wait for /dev/vfio/N."),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout", help="Seconds to wait for another kata-npu run."),
     as_json: bool = typer.Option(False, "--json"),
-) -> None:
+) -> Optional[int]:
     """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
     c: Ctx = ctx.obj
-    chosen = _select_for_bind(c, addresses or [], all_, model, recorded)
-    if recorded and not chosen:
-        _print_outcome(Outcome("bind"), as_json)
-        return
+    if recorded:
+        if addresses or all_ or model or force:
+            raise BadAddressError("--recorded binds what the journal records, by identity: name no devices, no --force")
+        return _bind_recorded(c, dry_run, as_json, unbind_timeout=unbind_timeout, node_timeout=node_timeout,
+                              lock_timeout=lock_timeout)
+    chosen = _select_for_bind(c, addresses or [], all_, model)
     b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout)
     if dry_run:
         _print_plan(b.plan_bind(chosen, force), as_json)
@@ -231,6 +229,40 @@ def bind_cmd(
         out = b.bind(plan)
     out.recovered = recovered
     _print_outcome(out, as_json)
+
+
+def _bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
+    """Boot-time re-bind by identity; exit 13 (partial) when a recorded device was named and left alone."""
+    from .errors import PartialError
+    from .host.rebind import match_recorded, rebind_recorded
+
+    b = c.binder(**kw)
+    if dry_run:
+        m = match_recorded(b, b.journal.load().devices)
+        if as_json:
+            output.emit_json({"ok": not m.skipped, "dry_run": True, "found": sorted(m.found), "moved": m.moved,
+                              "skipped": m.skipped})
+        else:
+            for a in sorted(m.found):
+                output.say(f"{a}: recorded device present; would bind its group")
+            for old, new in m.moved.items():
+                output.say(f"{old}: recorded serial found at {new}; would follow it")
+            for line in m.skipped:
+                output.say(line)
+            output.say("dry run: nothing was changed")
+        return PartialError.exit_code if m.skipped else 0
+    c.require_root("bind")
+    with b.locked():
+        recovered = _recover_first(b)
+        out = rebind_recorded(b)
+    out.recovered = recovered
+    for line in out.skipped:
+        output.warn(line)
+    _print_outcome(out, as_json)
+    if out.skipped:
+        output.warn(f"partial: {len(out.skipped)} recorded device(s) or group(s) left alone (exit {PartialError.exit_code})")
+        return PartialError.exit_code
+    return 0
 
 
 @app.command("unbind")

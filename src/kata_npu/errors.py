@@ -74,6 +74,13 @@ class ConfigError(KataNpuError):
     kind = "config"
 
 
+class PartialError(KataNpuError):
+    """Some of the requested devices were handled, others named and left alone (boot re-bind, apply)."""
+
+    exit_code = 13
+    kind = "partial"
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
@@ -88,4 +95,5 @@ EXIT_CODES = {
     10: "bind/unbind failed; every touched function was restored",
     11: "rollback failed; device state needs attention",
     12: "configuration error",
+    13: "partial: some devices done, the others named and left untouched",
 }

@@ -72,6 +72,7 @@ class Outcome:
     recovered: str | None = None
     notes: list[str] = field(default_factory=list)
     stuck: list[FunctionRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line per device left alone (re-bind, apply)
 
     def ctr_command(self) -> str | None:
         devs = [a for g in self.groups for a in g.ctr_args]
@@ -80,9 +81,10 @@ class Outcome:
         return "ctr run --runtime " + KATA_RUNTIME + " " + " ".join(devs) + " <image> <container-id>"
 
     def to_json(self) -> dict:
-        return {"ok": True, "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,
+        return {"ok": not (self.skipped or self.stuck), "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,
                 "groups": [g.to_json() for g in self.groups], "ctr_command": self.ctr_command(),
-                "notes": self.notes, "stuck": [r.to_json() for r in self.stuck]}
+                "notes": self.notes, "stuck": [r.to_json() for r in self.stuck], "skipped": self.skipped,
+                "partial": bool(self.skipped)}
 
 
 @dataclass
