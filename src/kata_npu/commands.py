@@ -376,6 +376,63 @@ def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
                  [(r["address"], r["original_driver"], r["driver"], r["iommu_group"], r["vfio_node"], r["state"]) for r in rows])
 
 
+@app.command("apply")
+def apply_cmd(
+    ctx: typer.Context,
+    file: Optional[str] = typer.Option(None, "--file", "-f", help="Desired-state file (default /etc/kata-npu/node.yaml under --root)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the difference from now, change nothing."),
+    prune: bool = typer.Option(False, "--prune", help="Give back to the host what kata-npu bound and the file no longer declares."),
+    lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> Optional[int]:
+    """Bind what the desired-state file declares; leave as-declared groups untouched; exit 13 when partial."""
+    from pathlib import Path
+
+    from .host import apply as applying, desired
+
+    c: Ctx = ctx.obj
+    path = Path(file) if file else c.paths.config_dir / "node.yaml"
+    state = desired.load(path, file or c.paths.strip(path))
+    b = c.binder(lock_timeout=lock_timeout)
+    if dry_run:
+        plan = applying.plan_apply(b, c.catalogue, state)
+        res = applying.ApplyResult(plan, prune)
+    else:
+        c.require_root("apply")
+        with b.locked():
+            recovered = _recover_first(b)
+            res = applying.apply(b, applying.plan_apply(b, c.catalogue, state), prune)
+            res.recovered = recovered
+    _print_apply(res, dry_run, as_json)
+    return 13 if res.problems else 0
+
+
+def _print_apply(res, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        output.emit_json({**res.to_json(), "dry_run": dry_run})
+        return
+    if res.recovered:
+        output.say(f"recovered: {res.recovered}")
+    p = res.plan
+    for g in p.keep:
+        output.say(f"= IOMMU group {g.group}: {', '.join(g.addresses)}: as declared ({g.detail}); untouched")
+    for g in p.bind:
+        done = "" if dry_run else (" done" if g.group in res.bound else " FAILED")
+        output.say(f"+ IOMMU group {g.group}: bind {', '.join(g.addresses)} ({g.detail}){done}")
+    for g in p.prune:
+        if res.pruning:
+            done = "" if dry_run else (" done" if g.group in res.given_back else " FAILED")
+            output.say(f"- IOMMU group {g.group}: give back {', '.join(g.addresses)} ({g.detail}){done}")
+        else:
+            output.say(f"! IOMMU group {g.group}: {', '.join(g.addresses)} bound but no longer declared; kept (--prune gives it back)")
+    for line in res.problems:
+        output.warn(line)
+    if dry_run:
+        output.say("dry run: nothing was changed")
+    elif not (p.bind or (p.prune and res.pruning)):
+        output.say("nothing to change: the node is as declared")
+
+
 @app.command("exit-codes", hidden=False)
 def exit_codes_cmd() -> None:
     """Print the meaning of each exit code."""
