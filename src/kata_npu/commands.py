@@ -433,6 +433,75 @@ def _print_apply(res, dry_run: bool, as_json: bool) -> None:
         output.say("nothing to change: the node is as declared")
 
 
+persist_app = typer.Typer(help="Keep the desired state across reboots and hot-plug: systemd units, udev rule, modprobe.d.")
+app.add_typer(persist_app, name="persist")
+
+
+def _persist_render(c: Ctx, recorded: bool, exe: Optional[str]):
+    from .host import desired, persist
+
+    mode = "recorded" if recorded else "apply"
+    state = None if recorded else desired.load(c.paths.config_dir / "node.yaml", c.paths.strip(c.paths.config_dir / "node.yaml"))
+    path = persist.installed_exe(exe)
+    return mode, path, persist.render(path, mode, state, c.catalogue)
+
+
+@persist_app.command("enable")
+def persist_enable(
+    ctx: typer.Context,
+    recorded: bool = typer.Option(False, "--recorded", help="Re-bind the journal's devices (bind --recorded) instead of applying /etc/kata-npu/node.yaml."),
+    exe: Optional[str] = typer.Option(None, "--exe", help="kata-npu executable the units run (default: the one running now)."),
+) -> None:
+    """Install the boot unit (before containerd/kubelet), the hot-plug unit + udev rule, and the modprobe.d softdep."""
+    from .host import persist
+
+    c: Ctx = ctx.obj
+    c.require_root("persist enable")
+    mode, path, arts = _persist_render(c, recorded, exe)
+    for f in persist.enable(c.paths, arts, mode, path):
+        output.say(f"installed {f}")
+    output.say(f"boot and hot-plug run: {path} " + ("bind --recorded" if recorded else f"apply -f {persist.DESIRED}"))
+
+
+@persist_app.command("disable")
+def persist_disable(ctx: typer.Context) -> None:
+    """Remove everything `persist enable` installed."""
+    from .host import persist
+
+    c: Ctx = ctx.obj
+    c.require_root("persist disable")
+    gone = persist.disable(c.paths)
+    for f in gone:
+        output.say(f"removed {f}")
+    if not gone:
+        output.say("nothing installed")
+
+
+@persist_app.command("status")
+def persist_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> Optional[int]:
+    """Whether the units are installed and still what `enable` would write now (exit 1 if not)."""
+    from .host import persist
+
+    c: Ctx = ctx.obj
+    st = persist.status(c.paths, None)
+    if st["enabled"]:
+        try:
+            st = persist.status(c.paths, _persist_render(c, st["mode"] == "recorded", st["exe"])[2])
+        except KataNpuError as e:
+            output.warn(f"cannot render the units to compare: {e}")
+    if as_json:
+        output.emit_json(st)
+    elif not st["enabled"]:
+        output.say("not enabled (kata-npu persist enable)")
+    else:
+        output.say(f"enabled: {st['mode']} via {st['exe']}")
+        for f, v in st["files"].items():
+            output.say(f"  {v:8s} {f}")
+        if not st["ok"]:
+            output.say("re-run `kata-npu persist enable` to refresh")
+    return 0 if st["ok"] else 1
+
+
 @app.command("exit-codes", hidden=False)
 def exit_codes_cmd() -> None:
     """Print the meaning of each exit code."""

@@ -15,7 +15,7 @@ from . import sysfs
 from .address import PciAddress
 from .binder import Binder
 from .catalogue import Catalogue
-from .desired import DesiredState, Entry
+from .desired import DesiredState, Entry, norm
 from .identity import read_identity
 from .model import PciFunction
 
@@ -61,10 +61,6 @@ class ApplyResult:
                 "failed": self.failed, "recovered": self.recovered}
 
 
-def _norm(s: str) -> str:
-    return s.casefold().replace(" ", "")
-
-
 def _matches(e: Entry, f: PciFunction, catalogue: Catalogue, serial: str | None) -> bool:
     if e.address is not None:
         return f.address == e.address
@@ -73,11 +69,7 @@ def _matches(e: Entry, f: PciFunction, catalogue: Catalogue, serial: str | None)
     if e.serial is not None:
         return serial == e.serial
     m = catalogue.lookup(f.vendor, f.device, f.class_code)
-    if m is None:
-        return False
-    # exact: the full name ("Ascend 910B"), its last word ("910B", never "910" for a 910B), or vvvv:dddd
-    names = {_norm(m.model), _norm(m.model.split()[-1]), f"{f.vendor:04x}:{f.device:04x}"}
-    return _norm(e.model) in names
+    return m is not None and (e.selects_model(m) or norm(e.model) == f"{f.vendor:04x}:{f.device:04x}")
 
 
 def plan_apply(b: Binder, catalogue: Catalogue, desired: DesiredState) -> ApplyPlan:

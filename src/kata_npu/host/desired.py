@@ -29,6 +29,18 @@ HEX4 = re.compile(r"^[0-9a-fA-F]{4}$")
 HEX16 = re.compile(r"^[0-9a-fA-F]{16}$")
 
 
+def norm(name: str) -> str:
+    return name.casefold().replace(" ", "")
+
+
+def model_keys(model) -> set[str]:
+    """Names a `model:` entry may use for a catalogue model: full name, its last word, vvvv:dddd (exact, no suffixes)."""
+    keys = {norm(model.model), norm(model.model.split()[-1])}
+    if model.device is not None:
+        keys.add(f"{model.vendor:04x}:{model.device:04x}")
+    return keys
+
+
 @dataclass(frozen=True)
 class Entry:
     line: int
@@ -38,6 +50,9 @@ class Entry:
     vendor: str | None = None
     device: str | None = None
     count: int | None = None
+
+    def selects_model(self, model) -> bool:
+        return self.model is not None and norm(self.model) in model_keys(model)
 
     def describe(self) -> str:
         if self.model:
