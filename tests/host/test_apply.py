@@ -122,3 +122,23 @@ def test_missing_file_and_explicit_file(fake_host, tmp_path):
     f.write_text("devices: []\n")
     rc, out, err = cli(fake_host, "apply", "-f", str(f))
     assert rc == 0 and "nothing to change" in out
+
+
+@pytest.mark.parametrize("point", ["recorded:0", "override:1", "unbound:1", "probed:0", "verified:1"])
+def test_kill_9_during_apply_then_apply_again_converges(fk, point):
+    import os
+    import signal
+
+    from test_recovery import run_in_child
+
+    shared_group(fk)
+    write(fk, "devices:\n  - address: 01:00.0\n")
+    status = run_in_child(fk, ["apply"], {"KATA_NPU_TEST_CRASH_AT": point})
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert journal(fk)["transaction"]["op"] == "bind"
+    rc, out, err = cli(fk, "apply")
+    assert rc == 0 and "rolled back interrupted bind" in out, err
+    assert drivers(fk, A, B) == {A: "vfio-pci", B: "vfio-pci"}
+    j = journal(fk)
+    assert j["transaction"] is None and set(j["devices"]) == {A, B}
+    assert j["devices"][A]["original_driver"] == j["devices"][B]["original_driver"] == "e1000e"
