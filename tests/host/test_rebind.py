@@ -132,3 +132,16 @@ def test_dry_run_names_the_same_and_changes_nothing(tmp_path, capsys):
     rc, out, err = cli(k, "bind", "--recorded", "--dry-run")
     assert rc == PARTIAL and f"{NPU1}: left alone" in out and "dry run" in out
     assert k.driver_of(NPU0) == "devdrv_device_driver"
+
+
+def test_failed_rebind_keeps_the_records_for_the_next_boot(tmp_path):
+    k = _bound_host(tmp_path)
+    k.reboot()
+    k.inject("probe_nothing", NPU0, 1)  # vfio-pci fails to claim NPU0 this boot
+    rc, out, err = cli(k, "bind", "--recorded")
+    assert rc == PARTIAL and f"IOMMU group 10 ({NPU0}): not bound" in err, err
+    assert k.driver_of(NPU0) == "devdrv_device_driver" and k.driver_of(NPU1) == "vfio-pci"
+    rec = journal(k)["devices"][NPU0]
+    assert rec["original_driver"] == "devdrv_device_driver" and rec["identity"] and not rec["stuck"]
+    k.reboot()
+    assert cli(k, "bind", "--recorded")[0] == 0 and k.driver_of(NPU0) == "vfio-pci"

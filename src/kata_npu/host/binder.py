@@ -269,26 +269,33 @@ class Binder:
         except StepError:
             return False
 
-    def _give_back(self, functions: list[FunctionRecord], state: State) -> list[FunctionRecord]:
-        """Restore each function; a failure becomes a stuck record in a safe state, never a blocker."""
+    def _give_back(self, functions: list[FunctionRecord], state: State, keep_records: bool = False) -> list[FunctionRecord]:
+        """Restore each function; a failure becomes a stuck record in a safe state, never a blocker.
+
+        ``keep_records`` (undoing a bind): functions that had a record before the bind keep it.
+        """
         stuck = []
         for tf in functions:
             try:
                 got = self.restore_one(tf)
                 self.log(f"restored {tf.address} to {got or 'no driver'}")
-                state.devices.pop(tf.address, None)
             except StepError as e:
                 tf.safe_driver = self._safe_state(tf)
-                if tf.safe_driver and tf.safe_driver == tf.original_driver and self._override_ok(tf):
-                    self.log(f"restored {tf.address} to {tf.safe_driver} by reprobe after: {e}")
-                    state.devices.pop(tf.address, None)
+                if not (tf.safe_driver and tf.safe_driver == tf.original_driver and self._override_ok(tf)):
+                    tf.stuck = f"{e}; left on {tf.safe_driver or 'no driver (reboot to recover it)'}"
+                    tf.phase = "stuck"
+                    state.devices[tf.address] = tf
+                    stuck.append(tf)
+                    self.log(f"stuck: {tf.address}: {tf.stuck}")
                     self.journal.save(state)
                     continue
-                tf.stuck = f"{e}; left on {tf.safe_driver or 'no driver (reboot to recover it)'}"
-                tf.phase = "stuck"
+                self.log(f"restored {tf.address} to {tf.safe_driver} by reprobe after: {e}")
+            tf.safe_driver = None
+            if keep_records and tf.bound_at is not None:  # recorded before this bind (a re-bind after a
+                tf.phase = "recorded"  # reboot): the record must outlive the failed attempt
                 state.devices[tf.address] = tf
-                stuck.append(tf)
-                self.log(f"stuck: {tf.address}: {tf.stuck}")
+            else:
+                state.devices.pop(tf.address, None)
             self.journal.save(state)
         return stuck
 
@@ -305,7 +312,7 @@ class Binder:
             return None, []
         self.log(f"found interrupted {tx.op} transaction {tx.id} of pid {tx.pid}; recovering")
         if tx.op == "bind":
-            stuck = self._give_back(list(reversed(tx.functions)), state)
+            stuck = self._give_back(list(reversed(tx.functions)), state, keep_records=True)
             verb = "rolled back"
         else:
             stuck = self._give_back(list(tx.functions), state)
@@ -363,7 +370,8 @@ class Binder:
             if prior is not None:
                 fns.append(FunctionRecord(addr, prior.original_driver, prior.original_override, prior.original_module,
                                           target, s.requested or prior.requested, prior.kernel_default,
-                                          read_identity(self._dev(addr)) or prior.identity))
+                                          read_identity(self._dev(addr)) or prior.identity,
+                                          bound_at=prior.bound_at or time.time()))
             else:
                 fns.append(FunctionRecord(addr, s.current_driver, s.current_override,
                                           _module_of(self.paths, s.current_driver), target, s.requested,
@@ -386,7 +394,7 @@ class Binder:
                     self._bind_one(tf, state, i)
                 self._finish_group(g.group)
         except (StepError, KataNpuError) as e:
-            stuck = self._give_back(list(reversed(fns)), state)
+            stuck = self._give_back(list(reversed(fns)), state, keep_records=True)
             state.transaction = None
             self.journal.save(state)
             if stuck:
