@@ -142,3 +142,19 @@ def test_kill_9_during_apply_then_apply_again_converges(fk, point):
     j = journal(fk)
     assert j["transaction"] is None and set(j["devices"]) == {A, B}
     assert j["devices"][A]["original_driver"] == j["devices"][B]["original_driver"] == "e1000e"
+
+
+@pytest.mark.parametrize("args", [["apply"], ["apply", "--dry-run"], ["persist", "enable"], ["bind", "--recorded"],
+                                  ["bind", "--recorded", "--dry-run"], ["recover"], ["recover", "--forget", "01:00.0"],
+                                  ["unbind", "--to-default", "01:00.0"]])
+def test_state_commands_on_a_garbage_root_say_one_line(args):
+    import io
+    import contextlib
+
+    from kata_npu.cli import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = run(["--root", "/dev/null", *args])
+    assert rc in (8, 12) and "Traceback" not in err.getvalue(), err.getvalue()
+    assert len(err.getvalue().strip().splitlines()) == 1

@@ -165,6 +165,8 @@ def host_lock(paths: HostPaths, timeout: float = 30.0) -> Iterator[None]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except PermissionError:
         raise PermissionDeniedError(f"cannot open lock {paths.strip(lock_path)}: run as root") from None
+    except OSError as e:
+        raise JournalError(f"cannot open lock {paths.strip(lock_path)}: {e.strerror}") from None
     try:
         deadline = time.monotonic() + timeout
         while True:
