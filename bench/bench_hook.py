@@ -8,7 +8,7 @@ Reports medians of:
               container start pays; also with a no-op prestart hook (busybox true), which
               separates runc's own per-hook cost from the hook's
 
-Goals (issue 5): hook <= 1.5 x floor; runc-with-hook - runc-without <= 25 ms.
+Goals (issue 15 goal 5): hook <= 1.5 x floor; runc-with-hook - runc-without <= 15 ms.
 Needs root, runc, busybox-static and a cgroup v1 devices hierarchy. Usage:
     python3 bench/bench_hook.py [-n 21] [--json]
 """
@@ -45,12 +45,13 @@ def _marker(path: Path) -> dict:
 
 
 GUEST = Path(tempfile.mkdtemp(prefix="bench-hook-guest-"))
-CFG = GUEST / "hook.json"
+CFG = GUEST / install.CONFIG  # where the installed launcher (seen_as=GUEST) reads its hook.json
 
 
 def install_once() -> Path:
     """The guest image is built once: install the hook (precompiled) into a scratch guest root."""
-    install.install(str(GUEST), python=PYTHON, check_python=False, config=str(CFG), seen_as=str(GUEST))
+    install.install(str(GUEST), python=PYTHON, check_python=False, seen_as=str(GUEST))
+    CFG.parent.mkdir(parents=True, exist_ok=True)
     return GUEST / install.HOOK_DIR / install.HOOK_NAME
 
 
@@ -130,7 +131,7 @@ def main() -> int:
         "loadavg": os.getloadavg()[0],
     }
     res["goal_hook_le_1.5x_floor"] = res["hook_over_floor"] <= 1.5
-    res["goal_added_le_25ms"] = res["added_to_runc_ms"] <= 25
+    res["goal_added_le_15ms"] = res["added_to_runc_ms"] <= 15
     if a.json:
         print(json.dumps(res, indent=2))
     else:

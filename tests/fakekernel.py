@@ -149,6 +149,7 @@ class FakeKernel:
         reset_method: str | None = "flr bus",
         iommufd: bool | str = False,
         serial: int | None = None,
+        pcie: bool = True,
     ) -> Path:
         parent_dir = self.devdir(parent) if parent else self.sys / "devices/pci0000:00"
         d = parent_dir / addr
@@ -195,7 +196,8 @@ class FakeKernel:
         attrs["resource"] = "\n".join(lines) + "\n"
         for k, v in attrs.items():
             (d / k).write_text(v)
-        (d / "config").write_bytes(config_space(vendor, device, class_code, revision, sv, sd, serial))
+        config = config_space(vendor, device, class_code, revision, sv, sd, serial if pcie else None)
+        (d / "config").write_bytes(config if pcie else config[:256])  # PCIe: 4 KiB config space
         self._rel_link(self.sys / "bus/pci/devices" / addr, d)
         if group is not None:
             g = self.add_group(group)

@@ -232,7 +232,7 @@ def bind_cmd(
 
 
 def _bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
-    """Boot-time re-bind by identity; exit 13 (partial) when a recorded device was named and left alone."""
+    """Boot-time re-bind by identity; exit 14 (partial) when a recorded device was named and left alone."""
     from .errors import PartialError
     from .host.rebind import match_recorded, rebind_recorded
 
@@ -385,7 +385,7 @@ def apply_cmd(
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> Optional[int]:
-    """Bind what the desired-state file declares; leave as-declared groups untouched; exit 13 when partial."""
+    """Bind what the desired-state file declares; leave as-declared groups untouched; exit 14 when partial."""
     from pathlib import Path
 
     from .host import apply as applying, desired
@@ -404,7 +404,9 @@ def apply_cmd(
             res = applying.apply(b, applying.plan_apply(b, c.catalogue, state), prune)
             res.recovered = recovered
     _print_apply(res, dry_run, as_json)
-    return 13 if res.problems else 0
+    from .errors import PartialError
+
+    return PartialError.exit_code if res.problems else 0
 
 
 def _print_apply(res, dry_run: bool, as_json: bool) -> None:
@@ -516,6 +518,9 @@ from .host import doctor as _doctor  # noqa: E402
 from .kataconfig.cli import app as _config_app, run_args as _run_args  # noqa: E402
 
 _doctor.register(app)
+from .deviceplugin import cli as _deviceplugin  # noqa: E402
+
+_deviceplugin.register(app)
 app.add_typer(_config_app, name="config")
 app.command("run-args")(_run_args)
 
@@ -527,7 +532,7 @@ app.add_typer(hook_app, name="hook")
 def hook_install(
     guest_root: str = typer.Option(..., "--guest-root", help="Root of the guest image being built."),
     python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
-    config: Optional[str] = typer.Option(None, "--config", help="hook.json to install as /etc/kata-npu/hook.json."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to validate and install as GUEST_ROOT/etc/kata-npu/hook.json (the path the hook reads)."),
     no_check_python: bool = typer.Option(False, "--no-check-python", help="Do not require the interpreter to exist in the guest root."),
 ) -> None:
     """Install kata-npu-hook as a regular executable under GUEST_ROOT/usr/share/oci/hooks/prestart/ (+ hooks.d JSON, CDI unit)."""
@@ -539,3 +544,24 @@ def hook_install(
             output.say(str(p))
     except HookError as e:
         raise KataNpuError(str(e)) from None
+
+
+@hook_app.command("tarball")
+def hook_tarball(
+    out: str = typer.Option(..., "--out", help="Output file, e.g. kata-npu-hooks.tar.zst."),
+    python: str = typer.Option("/usr/bin/python3", "--python", help="Interpreter path valid inside the guest."),
+    config: Optional[str] = typer.Option(None, "--config", help="hook.json to validate and include as /etc/kata-npu/hook.json."),
+) -> None:
+    """The hook as a Kata osbuilder GUEST_HOOKS_TARBALL: reproducible (SOURCE_DATE_EPOCH), root-owned, zstd."""
+    from .guest.install import tarball
+    from .guest.model import HookError
+
+    try:
+        output.say(tarball(out, python, config))
+    except HookError as e:
+        raise KataNpuError(str(e)) from None
+
+
+from .image.cli import app as _image_app  # noqa: E402
+
+app.add_typer(_image_app, name="image")

@@ -74,10 +74,15 @@ class ConfigError(KataNpuError):
     kind = "config"
 
 
+class ImageBuildError(KataNpuError):
+    exit_code = 13
+    kind = "image"
+
+
 class PartialError(KataNpuError):
     """Some of the requested devices were handled, others named and left alone (boot re-bind, apply)."""
 
-    exit_code = 13
+    exit_code = 14
     kind = "partial"
 
 
@@ -95,5 +100,6 @@ EXIT_CODES = {
     10: "bind/unbind failed; every touched function was restored",
     11: "rollback failed; device state needs attention",
     12: "configuration error",
-    13: "partial: some devices done, the others named and left untouched",
+    13: "guest image build failed (input or stage)",
+    14: "partial: some devices done, the others named and left untouched",
 }

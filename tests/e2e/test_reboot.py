@@ -2,8 +2,8 @@
 
 Boot 1 applies a desired state (a single-function group and the shared two-function group); boot 2 has a
 virtio-net card where the single one was: `bind --recorded` and `apply` leave it on its own driver, name
-it, bind the shared group and exit 13 (partial); boot 3 has the original cards: all bound again; boot 4
-has the single card removed. Identity is real: e1000e's PCIe Device Serial Number, read from config space.
+it, bind the shared group and exit 14 (partial); boot 3 has the original cards: all bound again; boot 4
+has the single card removed; boot 5 has it in another slot, found by its serial. Identity is real: e1000e's PCIe Device Serial Number, read from config space.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .conftest import _require_tools
 from .vm import Layout, boot_vm
 
 SINGLE, A, B = "0000:01:00.0", "0000:02:00.0", "0000:02:00.1"
-PARTIAL = 13
+PARTIAL = 14
 NODE_YAML = f"devices:\n  - address: {SINGLE}\n  - address: {A}\n"
 
 
@@ -104,5 +104,20 @@ def test_rebind_by_identity_across_reboots(saved):
         assert (vm.driver(A), vm.driver(B)) == ("vfio-pci", "vfio-pci")
         r = vm.run("kata-npu bind --recorded")
         assert r.rc == PARTIAL and f"{SINGLE}: left alone: recorded 8086:10d3 class 020000 serial {serial} is missing" in r.out, r
+    finally:
+        _shutdown(cm, vm, saved)
+
+    # boot 5: the single card is back, in another slot (bus 03): its serial is followed there
+    moved = "0000:03:00.0"
+    cm, vm = _boot(Layout([0, 2, 1], macs={(3, 0): "52:54:00:4e:01:00"}), saved)
+    try:
+        r = vm.run("kata-npu bind --recorded")
+        assert r.rc == 0 and f"{SINGLE}: recorded serial {serial} found at {moved}; following it" in r.out, r
+        assert (vm.driver(moved), vm.driver(A), vm.driver(B)) == ("vfio-pci",) * 3
+        j = _journal(vm)["devices"]
+        assert moved in j and SINGLE not in j and j[moved]["original_driver"] == "e1000e"
+        r = vm.run("kata-npu unbind --all")
+        assert r.rc == 0, r
+        assert (vm.driver(moved), vm.driver(A), vm.driver(B)) == ("e1000e",) * 3
     finally:
         _shutdown(cm, vm, saved)

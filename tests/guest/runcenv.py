@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,11 +21,20 @@ from pathlib import Path
 
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 BUSYBOX = "/bin/busybox"
-PYTHON = os.path.realpath(sys.executable)
+PYTHON = os.path.abspath(sys.executable)  # not realpath: a venv python must stay in its venv
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 APPLETS = ["sh", "ls", "stat", "cat", "dd", "grep", "touch", "echo", "mknod", "head", "test", "sleep", "mount", "sed"]
 
-REAL = {"davinci0": (10, 235), "davinci1": (10, 229), "davinci_manager": (10, 237)}
+
+
+def _registered(*candidates: tuple[int, int]) -> tuple[int, int]:
+    """The first char device the host kernel has a driver for (autofs may be an unloaded module here)."""
+    return next((c for c in candidates if os.path.exists(f"/sys/dev/char/{c[0]}:{c[1]}")), candidates[-1])
+
+
+# Stand-ins with a real driver behind them, so the container really opens them: autofs (or /dev/full),
+# fuse, loop-control.
+REAL = {"davinci0": _registered((10, 235), (1, 7)), "davinci1": (10, 229), "davinci_manager": (10, 237)}
 
 
 def chip_numbers(index: int) -> tuple[int, int]:
@@ -42,6 +52,19 @@ DRIVER_FILES = {
     "etc/ascend_install.info": "Driver_Install_Path_Param=/usr/local/Ascend\n",
 }
 DRIVER_DIRS = ["var/queue_schedule"]
+
+
+def overlay_mounts(tree: Path) -> list[str]:
+    """Shell lines laying ``tree``'s usr/ and etc/ read-only over the host's, for a private mount namespace.
+
+    Files installed for "/" (the hook at /usr/share/oci/hooks/..., its package under /usr/lib,
+    /etc/kata-npu/hook.json) then run exactly as installed, and the host never sees them.
+    """
+    lines = []
+    for d in ("usr", "etc"):
+        if (tree / d).is_dir():
+            lines.append(f"mount -t overlay kata-npu-guest -o {shlex.quote(f'lowerdir={tree / d}:/{d}')} /{d}")
+    return lines
 
 
 def runc_missing_reason() -> str | None:
@@ -137,9 +160,13 @@ class Bundle:
             cfg["hooks"] = hooks
         (self.dir / "config.json").write_text(json.dumps(cfg, indent=1))
 
-    def run(self, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([RUNC, "--root", str(self.state_root), "run", "--bundle", str(self.dir), self.cid],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    def run(self, timeout: float = 60, overlay: Path | None = None) -> subprocess.CompletedProcess:
+        """``runc run``; with ``overlay``, in a private mount namespace with that guest tree over / (see overlay_mounts)."""
+        cmd = [RUNC, "--root", str(self.state_root), "run", "--bundle", str(self.dir), self.cid]
+        if overlay is not None:
+            script = " && ".join(overlay_mounts(overlay) + ["exec " + shlex.join(cmd)])
+            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
     def status(self) -> dict | None:
         p = self.run_dir / f"{self.cid}.json"
@@ -180,7 +207,7 @@ def make_bundle(tmp: Path, chips: int = 8, pod_cgroup: bool = True) -> Bundle:
 
 PROBE = r"""
 for n in /dev/davinci* /dev/davinci_manager /dev/devmm_svm /dev/hisi_hdc; do
-  [ -e "$n" ] || continue
+  [ -e "$n" ] || { echo "ABSENT $n"; continue; }
   echo "NODE $n $(stat -c '%F %t %T %a' "$n")"
   if out=$(dd if="$n" of=/dev/null bs=1 count=0 2>&1); then echo "OPEN $n ok"; else echo "OPEN $n $out"; fi
 done
@@ -192,8 +219,10 @@ echo DONE
 
 
 def parse_probe(out: str) -> dict:
-    res: dict = {"nodes": {}, "open": {}, "mounts": {}, "lines": out.splitlines()}
+    res: dict = {"nodes": {}, "open": {}, "mounts": {}, "absent": [], "lines": out.splitlines()}
     for line in out.splitlines():
+        if line.startswith("ABSENT "):
+            res["absent"].append(line.split(" ", 1)[1])
         if line.startswith("NODE "):
             _, path, rest = line.split(" ", 2)
             res["nodes"][path] = rest

@@ -382,14 +382,135 @@ def test_main_unknown_command(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
+def _modules_after(code: str) -> set[str]:
+    """sys.modules names printed by ``code`` run as the hook runs (-I -S)."""
+    return set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split())
+
+
 def test_hook_import_path_is_lean():
     """No typer/rich/jinja2/yaml, and none of re/enum/dataclasses/json/inspect (ms each at every start)."""
     code = (f"import sys; sys.path.insert(0, {SRC!r}); import kata_npu.guest.hook as h; "
             "from kata_npu.guest import cgroup, config, discover, inject, report, selection, state; "
             "print(' '.join(sorted(sys.modules)))")
-    mods = set(subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True,
-                              check=True).stdout.split())
+    mods = _modules_after(code)
     assert "kata_npu.guest.inject" in mods
     banned = {"typer", "rich", "jinja2", "yaml", "re", "enum", "dataclasses", "json", "inspect", "socket",
               "signal", "ctypes"}
     assert mods & banned == set()
+
+
+# ---------------------------------------------------------------- issue 11 item 8: entry point and install
+HOOK_CMD = [sys.executable, "-I", "-S", "-c",
+            f"import sys; sys.path.insert(0, {SRC!r}); from kata_npu.guest.hook import main; sys.exit(main())"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["cdi", "--help"], ["cdi", "-h"], ["install", "--help"],
+                                  ["prestart", "--help"]])
+def test_help_everywhere_exits_0(args):
+    r = subprocess.run(HOOK_CMD + args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage:") and r.stderr == ""
+
+
+@pytest.mark.parametrize("args", [["cdi", "--frob"], ["install", "--frob"], ["install"]])
+def test_bad_arguments_one_line_exit_2(args):
+    r = subprocess.run(HOOK_CMD + args, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "usage" in r.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["prestart"]])
+def test_terminal_stdin_is_refused_not_waited_on(args):
+    """`kata-npu-hook` typed at a shell used to block forever reading the 'state' from the terminal."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(HOOK_CMD + args, stdin=slave, capture_output=True, text=True, timeout=20)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 2
+    assert r.stderr.startswith("kata-npu-hook: stdin is a terminal") and len(r.stderr.splitlines()) == 1
+
+
+def _modes(top: Path) -> dict[str, int]:
+    return {str(p.relative_to(top)): stat.S_IMODE(p.lstat().st_mode) for p in top.rglob("*")}
+
+
+def test_install_config_is_installed_not_referenced(tmp_path):
+    """`--config F` puts F where the hook reads it in the guest; the launcher names no build-host path."""
+    g = tmp_path / "guest"
+    cfg = tmp_path / "build-host" / "my-hook.json"
+    cfg.parent.mkdir()
+    cfg.write_text(json.dumps({"strict": True, "no_driver": True}))
+    paths = install.install(str(g), python="/usr/bin/python3", check_python=False, config=str(cfg))
+    installed = g / "etc/kata-npu/hook.json"
+    assert installed.read_text() == cfg.read_text() and str(installed) in paths
+    assert "/" + install.CONFIG == config.CONFIG_PATH
+    for f in (g / install.HOOK_DIR / install.HOOK_NAME, g / install.CDI_SCRIPT):
+        text = f.read_text()
+        assert str(tmp_path) not in text and "CONFIG_PATH" not in text
+    # The installed launcher, run from the tree, reads the installed file (strict shows in the status).
+    g2 = tmp_path / "g2"
+    install.install(str(g2), python=sys.executable, check_python=False, config=str(cfg), seen_as=str(g2))
+    assert f"_c.CONFIG_PATH = '{g2}/etc/kata-npu/hook.json'" in (g2 / install.HOOK_DIR / install.HOOK_NAME).read_text()
+
+
+def test_install_refuses_a_broken_config(tmp_path):
+    cfg = tmp_path / "hook.json"
+    cfg.write_text('{"stric": true}')
+    with pytest.raises(HookError, match="unknown key"):
+        install.install(str(tmp_path / "g"), check_python=False, config=str(cfg))
+    assert not (tmp_path / "g").exists()  # validated before anything is written
+    with pytest.raises(HookError, match="No such file"):
+        install.install(str(tmp_path / "g"), check_python=False, config=str(tmp_path / "missing.json"))
+
+
+def test_install_modes_are_explicit_under_any_umask(tmp_path):
+    """Under umask 0 nothing installed is group/world-writable; launchers 0755, the rest 0644/0755."""
+    cfg = tmp_path / "hook.json"
+    cfg.write_text("{}")
+    old = os.umask(0)
+    try:
+        install.install(str(tmp_path / "g"), check_python=False, config=str(cfg))
+    finally:
+        os.umask(old)
+    modes = _modes(tmp_path / "g")
+    assert modes and all(m & 0o022 == 0 for m in modes.values()), modes
+    for rel, m in modes.items():
+        p = tmp_path / "g" / rel
+        want = 0o755 if p.is_dir() or rel in (f"{install.HOOK_DIR}/{install.HOOK_NAME}", install.CDI_SCRIPT) else 0o644
+        assert m == want, (rel, oct(m))
+
+
+@needs_root
+def test_cdi_output_modes_under_zero_umask(fake_dev, tmp_path, monkeypatch):
+    monkeypatch.setenv("KATA_NPU_DEV_ROOT", str(fake_dev))
+    monkeypatch.setenv("KATA_NPU_DRIVER_ROOT", str(tmp_path / "nodriver"))
+    monkeypatch.setenv("KATA_NPU_HOOK_CONFIG", str(tmp_path / "none.json"))
+    out = tmp_path / "a" / "b" / "cdi"
+    old = os.umask(0)
+    try:
+        assert hook_main(["kata-npu-hook", "cdi", "--output", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert all(m & 0o022 == 0 for m in _modes(tmp_path / "a").values()), _modes(tmp_path / "a")
+
+
+def test_tarball_refuses_a_name_osbuilder_would_not_unpack(tmp_path, monkeypatch):
+    with pytest.raises(HookError, match="must end in .tar.zst"):
+        install.tarball(str(tmp_path / "hooks.tar.gz"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(HookError, match="SOURCE_DATE_EPOCH"):
+        install.tarball(str(tmp_path / "hooks.tar.zst"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cgroup_v2_path_does_not_import_ctypes():
+    """Issue 15 goal 5: on cgroup v2 every start queries device programs; that must not cost `import ctypes`."""
+    code = (f"import sys; sys.path.insert(0, {SRC!r}); from kata_npu.guest import bpfdev, cgroup, ffi; "
+            "b = ffi.buffer(8, b'abc'); assert b.raw == b'abc' + bytes(5) and ffi.address(b) > 0; "
+            "print(' '.join(sorted(sys.modules)))")
+    mods = _modules_after(code)
+    assert "kata_npu.guest.bpfdev" in mods and "ctypes" not in mods

@@ -73,7 +73,7 @@ def test_count_serial_and_ids_selectors(fake_host, capsys):
     assert rc == 0 and doc["plan"]["bind"] == [] and doc["plan"]["keep"][0]["addresses"] == [NPU1]
     write(k, "devices:\n  - model: 910B\n    count: 3\n")
     rc, out, err = cli(k, "apply")
-    assert rc == 13 and "node.yaml:2: model 910B (count 3): found 2" in err
+    assert rc == 14 and "node.yaml:2: model 910B (count 3): found 2" in err
     assert drivers(k, NPU0, NPU1) == {NPU0: "vfio-pci", NPU1: "vfio-pci"}  # the others proceeded
 
 
@@ -81,7 +81,7 @@ def test_missing_device_is_partial_and_others_proceed(fake_host):
     k = fake_host
     write(k, "devices:\n  - address: 0000:99:00.0\n  - address: 81:00.0\n")
     rc, out, err = cli(k, "apply")
-    assert rc == 13 and "node.yaml:2: address 0000:99:00.0: matches no device on this host" in err
+    assert rc == 14 and "node.yaml:2: address 0000:99:00.0: matches no device on this host" in err
     assert k.driver_of(NPU0) == "vfio-pci"
 
 
@@ -89,7 +89,7 @@ def test_refused_group_is_named_and_others_bind(fake_host):
     k = shared_group(fake_host, nic_up=True)
     write(k, "devices:\n  - address: 01:00.1\n  - address: 82:00.0\n")
     rc, out, err = cli(k, "apply")
-    assert rc == 13 and "IOMMU group 8 (0000:01:00.1): not bound:" in err and "enp1s0f0 is up" in err
+    assert rc == 14 and "IOMMU group 8 (0000:01:00.1): not bound:" in err and "enp1s0f0 is up" in err
     assert drivers(k, A, B, NPU1) == {A: "e1000e", B: "e1000e", NPU1: "vfio-pci"}
 
 

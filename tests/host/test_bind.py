@@ -23,7 +23,7 @@ def test_bind_single_function_group(fake_host, capsys):
     g = doc["groups"][0]
     assert g["group"] == fake_host.group_of(NPU0) == 10
     assert g["vfio_node"] == "/dev/vfio/10" and g["ctr_args"] == ["--device", "/dev/vfio/10"]
-    assert "--runtime io.containerd.kata.v2 --device /dev/vfio/10" in doc["ctr_command"]
+    assert "--runtime io.containerd.kata.v2 --runtime-config-path /etc/kata-containers/configuration-qemu-npu.toml --device /dev/vfio/10" in doc["ctr_command"]
     rec = journal(fake_host)["devices"][NPU0]
     assert rec["original_driver"] == "devdrv_device_driver" and rec["original_module"] == "drv_pcie_host"
     assert rec["vfio_driver"] == "vfio-pci" and rec["requested"] and rec["phase"] == "bound"

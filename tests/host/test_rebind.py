@@ -10,7 +10,7 @@ from test_bind import shared_group
 
 NPU0, NPU1 = "0000:81:00.0", "0000:82:00.0"
 A, B = "0000:01:00.0", "0000:01:00.1"
-PARTIAL = 13
+PARTIAL = 14
 
 
 def _bound_host(tmp_path):

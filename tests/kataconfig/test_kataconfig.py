@@ -14,9 +14,12 @@ from typer.testing import CliRunner
 from fakekernel import GiB, MEM64_PREF, MiB, standard_host
 from kata_npu.errors import ConfigError
 from kata_npu.host.paths import HostPaths
-from kata_npu.kataconfig import check, render, runargs, schema, values
+from kata_npu.kataconfig import bound, check, render, runargs, schema, values
 from kata_npu.kataconfig.cli import app as config_app, run_args
 from kata_npu.kataconfig.values import NpuDevice
+
+
+KATA_DEFAULTS = ["cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1"]
 
 
 def npus(n: int, bar: int = 64 * GiB) -> list[NpuDevice]:
@@ -68,12 +71,12 @@ def test_dropin_does_not_clobber_base_params():
     small = tomllib.loads(render.render("dropin", values.compute("x86_64", npus(1, bar=256 * MiB))).text)["hypervisor"]["qemu"]
     assert "kernel_params" not in small and "firmware" not in small and "kernel" not in small
     big = tomllib.loads(render.render("dropin", values.compute("x86_64", npus(1))).text)["hypervisor"]["qemu"]
-    assert big["kernel_params"].split() == ["pci=realloc", "pci=nocrs"]
+    assert big["kernel_params"].split() == [*KATA_DEFAULTS, "pci=realloc", "pci=nocrs"]
 
 
 def test_small_bar_needs_no_realloc():
     v = values.compute("x86_64", npus(1, bar=256 * MiB))
-    assert not v.large_bar_params and v.kernel_params == ""
+    assert not v.large_bar_params and v.kernel_params.split() == KATA_DEFAULTS and v.kernel_params_added == ()
 
 
 def test_hook_path_matches_installer():
@@ -101,17 +104,11 @@ def test_set_overrides_and_unknown_key():
 
 def test_kernel_params_merge_keeps_large_bar_params():
     v = values.compute("x86_64", npus(1), values.parse_overrides(["kernel_params=console=hvc0 pci=nocrs"]))
-    assert v.kernel_params.split() == ["pci=realloc", "pci=nocrs", "console=hvc0"]
+    assert v.kernel_params.split() == [*KATA_DEFAULTS, "pci=realloc", "pci=nocrs", "console=hvc0"]
 
 
-def test_glue_containerd_and_runtimeclass():
+def test_glue_runtimeclass():
     v = values.compute("x86_64", [])
-    doc = tomllib.loads(render.render("containerd", v, "/etc/kata-containers/x.toml").text)
-    cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
-    rt = cri["containerd"]["runtimes"]["kata-npu"]
-    assert rt["runtime_type"] == "io.containerd.kata.v2"
-    assert rt["options"]["ConfigPath"] == "/etc/kata-containers/x.toml"
-    assert cri["enable_cdi"] is True
     rc = yaml.safe_load(render.render("runtimeclass", v).text)
     assert rc["kind"] == "RuntimeClass" and rc["metadata"]["name"] == "kata-npu" and rc["handler"] == "kata-npu"
 
@@ -160,7 +157,11 @@ def test_check_good_is_clean():
     ('hot_plug_vfio = "no-port"', 'hot_plug_vfio = "root-port"', "vfio-port-both"),
     ('cold_plug_vfio = "root-port"', 'cold_plug_vfio = "roots"', "vfio-port-value"),
     ("pcie_root_port = 2", "pcie_root_port = 1", "root-ports"),
-    ('kernel_params = "pci=realloc pci=nocrs"', 'kernel_params = ""', "large-bar"),
+    ('kernel_params = "cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 pci=realloc pci=nocrs"',
+     'kernel_params = "cgroup_no_v1=all"', "large-bar"),
+    ('kernel_params = "cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1 pci=realloc pci=nocrs"',
+     'kernel_params = "pci=realloc pci=nocrs"', "kernel-params-defaults"),
+    ("pcie_root_port = 2", "pcie_root_port = 18", "root-ports-max"),
     ("default_maxmemory = 0", "default_maxmemory = 1024", "memory"),
     ('machine_type = "q35"', 'machine_type = "pc"', "machine-type"),
     ('guest_hook_path = "/usr/share/oci/hooks"\n', "", "guest-hook-path"),
@@ -216,10 +217,10 @@ def test_check_bad_toml():
 
 # ---- host-derived values, against a fake sysfs ----
 
-def test_devices_from_host(fake_host):
+def test_devices_for_widens_to_the_group(fake_host):
     paths = HostPaths(fake_host.root)
-    assert values.devices_from_host(paths, None) == []  # nothing on vfio-pci yet
-    d = values.devices_from_host(paths, ["0000:81:00.0"])
+    assert bound.bound_devices(paths, None).devices == ()  # nothing on vfio-pci yet
+    d = bound.devices_for(paths, ["0000:81:00.0"]).devices
     assert d[0].group == 10 and d[0].largest_bar == 64 * GiB and d[0].mmio64 == 64 * GiB + 128 * MiB
 
 
@@ -285,4 +286,14 @@ def test_run_args(tmp_path):
 
 def test_runargs_needs_devices():
     with pytest.raises(ConfigError):
-        runargs.build([])
+        runargs.build(bound.BoundDevices(()))
+    with pytest.raises(ConfigError):
+        runargs.ctr_run_argv([])
+
+
+def test_write_atomic_unwritable_place_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot write /proc/kata-npu-x.toml"):
+        render.write_atomic("/proc/kata-npu-x.toml", "x")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match="cannot write"):
+        render.write_atomic(tmp_path / "f" / "under-a-file.toml", "x")

@@ -9,15 +9,16 @@ is libnvidia-container's: read the attached program's instructions back
 untouched, load that, and swap it in atomically against the exact program we
 read (BPF_F_REPLACE). Anything we cannot re-load with confidence (helper calls,
 map references, blinded constants, another program type) is refused before any
-change. Imported only on that path: ``ctypes`` costs milliseconds.
+change. The syscall goes through ffi.py's raw ``_ctypes`` (``import ctypes``
+would cost ~7 ms on every cgroup v2 container start, where programs are queried).
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import struct
 
+from . import ffi
 from .model import HookError
 
 # Commands and constants from <linux/bpf.h>.
@@ -134,13 +135,10 @@ class _Bpf:
         if nr is None:
             raise HookError(f"cgroup v2: bpf syscall number unknown for {os.uname().machine}")
         self.nr = nr
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.libc.syscall.restype = ctypes.c_long
 
-    def __call__(self, cmd: int, attr: ctypes.Array, what: str) -> int:
-        rc = self.libc.syscall(ctypes.c_long(self.nr), ctypes.c_int(cmd), attr, ctypes.c_uint(_ATTR_SIZE))
+    def __call__(self, cmd: int, attr, what: str) -> int:
+        rc, err = ffi.syscall(self.nr, cmd, ffi.address(attr), _ATTR_SIZE)
         if rc < 0:
-            err = ctypes.get_errno()
             raise HookError(f"cgroup v2: {what} failed: {os.strerror(err)}")
         return rc
 
@@ -149,19 +147,18 @@ _BPF: _Bpf | None = None
 
 
 def _bpf() -> _Bpf:
-    """One libc handle per hook run: every cgroup level is queried on each v2 container start."""
+    """One instance per hook run: every cgroup level is queried on each v2 container start."""
     global _BPF
     if _BPF is None:
         _BPF = _Bpf()
     return _BPF
 
 
-def _attr(fmt: str, *values) -> ctypes.Array:
-    return ctypes.create_string_buffer(struct.pack(fmt, *values), _ATTR_SIZE)
+def _attr(fmt: str, *values):
+    return ffi.buffer(_ATTR_SIZE, struct.pack(fmt, *values))
 
 
-def _addr(buf) -> int:
-    return ctypes.addressof(buf)
+_addr = ffi.address
 
 
 def programs(cgroup_dir: str) -> list[int]:
@@ -176,12 +173,12 @@ def programs(cgroup_dir: str) -> list[int]:
 
 def query(bpf: _Bpf, cgroup_fd: int) -> tuple[int, list[int]]:
     """(attach flags, program ids) attached directly to the cgroup."""
-    ids = (ctypes.c_uint32 * 64)()
+    ids = ffi.buffer(4 * 64)
     attr = _attr("=IIIIQI", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0, _addr(ids), 64)
     bpf(BPF_PROG_QUERY, attr, "BPF_PROG_QUERY")
     flags = struct.unpack_from("=I", attr.raw, 12)[0]
-    cnt = struct.unpack_from("=I", attr.raw, 24)[0]
-    return flags, list(ids[:cnt])
+    cnt = min(struct.unpack_from("=I", attr.raw, 24)[0], 64)
+    return flags, list(struct.unpack_from(f"={cnt}I", ids.raw, 0))
 
 
 def _prog_fd(bpf: _Bpf, prog_id: int) -> int:
@@ -190,16 +187,14 @@ def _prog_fd(bpf: _Bpf, prog_id: int) -> int:
 
 def _insns(bpf: _Bpf, prog_fd: int) -> tuple[int, list[Insn]]:
     """(program type, instructions as the kernel dumps them)."""
-    info = ctypes.create_string_buffer(88)
+    info = ffi.buffer(88)
     bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("=IIQ", prog_fd, len(info), _addr(info)), "BPF_OBJ_GET_INFO_BY_FD")
     ptype = struct.unpack_from("=I", info.raw, 0)[0]
     xlen = struct.unpack_from("=I", info.raw, 20)[0]
     if not xlen:
         return ptype, []
-    buf = ctypes.create_string_buffer(xlen)
-    info2 = ctypes.create_string_buffer(88)
-    struct.pack_into("=I", info2, 20, xlen)
-    struct.pack_into("=Q", info2, 32, _addr(buf))
+    buf = ffi.buffer(xlen)
+    info2 = ffi.buffer(88, struct.pack("=20xI8xQ", xlen, _addr(buf)).ljust(88, b"\0"))
     bpf(BPF_OBJ_GET_INFO_BY_FD, _attr("=IIQ", prog_fd, len(info2), _addr(info2)), "BPF_OBJ_GET_INFO_BY_FD")
     if struct.unpack_from("=Q", info2.raw, 32)[0] == 0:  # kernel.kptr_restrict hides the bytecode
         return ptype, []
@@ -208,8 +203,8 @@ def _insns(bpf: _Bpf, prog_fd: int) -> tuple[int, list[Insn]]:
 
 def _load(bpf: _Bpf, insns: list[Insn]) -> int:
     code = b"".join(i.pack() for i in insns)
-    prog = ctypes.create_string_buffer(code, len(code))
-    lic = ctypes.create_string_buffer(b"Apache")
+    prog = ffi.buffer(len(code), code)
+    lic = ffi.buffer(8, b"Apache")
     name = b"kata_npu_dev".ljust(16, b"\0")
 
     def attempt(log) -> int:
@@ -221,7 +216,7 @@ def _load(bpf: _Bpf, insns: list[Insn]) -> int:
     try:
         return attempt(None)  # no verifier log: a too-small log buffer alone fails a load
     except HookError as e:
-        log = ctypes.create_string_buffer(1 << 20)
+        log = ffi.buffer(1 << 20)
         try:
             fd = attempt(log)
         except HookError:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 
-from .model import DeviceNode, Discovery, HookError
+from .model import DeviceNode, Discovery, HookError, UsageError
 
 KIND = "ascend.com/npu"
 CDI_VERSION = "0.5.0"  # numeric device names need >= 0.5.0
 SPEC_NAME = "ascend.com-npu.json"
+CDI_USAGE = "usage: kata-npu-hook cdi [--output DIR]   (writes DIR/ascend.com-npu.json, default /var/run/cdi)"
 
 
 def _node(n: DeviceNode) -> dict:
@@ -64,8 +65,11 @@ def main(args: list[str]) -> int:
         if args[i] in ("--output", "-o") and i + 1 < len(args):
             out = args[i + 1]
             i += 2
+        elif args[i] in ("-h", "--help"):
+            os.write(1, f"{CDI_USAGE}\n".encode())
+            return 0
         else:
-            raise HookError(f"cdi: unknown argument {args[i]!r} (usage: cdi [--output DIR])")
+            raise UsageError(f"cdi: unknown argument {args[i]!r} ({CDI_USAGE})")
     cfg = config.load()
     path = write_atomic(out, SPEC_NAME, build_spec(discover.discover(cfg)))
     os.write(1, f"{path}\n".encode())

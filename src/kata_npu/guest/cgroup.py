@@ -57,21 +57,42 @@ def levels(mount: str, path: str) -> list[str]:
     return out
 
 
+def _read(path: str) -> str:
+    """A small kernel file with one os.read loop: no TextIOWrapper/BufferedReader per file."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                return b"".join(chunks).decode()
+            chunks.append(b)
+    finally:
+        os.close(fd)
+
+
+def _write(path: str, text: str) -> None:
+    """One write(2) of ``text``: cgroup control files take one rule per write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def allow_v1(mount: str, path: str, rules: list[str]) -> list[str]:
     """Write missing rules into each restricting level; returns the writes done."""
     done = []
     for level in levels(mount, path):
         try:
-            with open(os.path.join(level, "devices.list")) as f:
-                current = f.read()
+            current = _read(os.path.join(level, "devices.list"))
         except OSError as e:
             raise HookError(f"cannot read {level}/devices.list: {e.strerror}") from None
         for rule in rules:
             if rule_allowed(current, rule):
                 continue
             try:
-                with open(os.path.join(level, "devices.allow"), "w") as f:
-                    f.write(rule)
+                _write(os.path.join(level, "devices.allow"), rule)
             except OSError as e:
                 raise HookError(f"cannot allow '{rule}' in {level}: {e.strerror}") from None
             done.append(f"{level}: {rule}")
@@ -135,8 +156,7 @@ def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
     if not rules:
         return []
     try:
-        with open(f"{proc_root}/{pid}/cgroup") as f:
-            text = f.read()
+        text = _read(f"{proc_root}/{pid}/cgroup")
     except OSError as e:
         raise HookError(f"cannot read {proc_root}/{pid}/cgroup: {e.strerror}") from None
     v1, v2 = parse_proc_cgroup(text)

@@ -1,8 +1,8 @@
-"""setns(2) and mount(2) through ``_ctypes`` directly.
+"""setns(2), mount(2) and syscall(2) (for bpf) through ``_ctypes`` directly.
 
 Python 3.11 has no ``os.setns``; ``import ctypes`` plus ``CDLL(None)`` costs
-several ms per container start (bench/bench_hook.py), the raw ``_ctypes``
-extension a fraction of that. Only int/unsigned long/char* arguments are needed.
+~7 ms per container start (``-X importtime``), the raw ``_ctypes`` extension
+~0.5 ms. Only int/long/unsigned long/char* arguments and char buffers are needed.
 """
 
 from __future__ import annotations
@@ -10,16 +10,13 @@ from __future__ import annotations
 import _ctypes
 
 
-class c_int(_ctypes._SimpleCData):
-    _type_ = "i"
+def _simple(name: str, code: str) -> type:
+    """A C scalar type as ctypes would define it (``c_int`` = "i" ...), without importing ctypes."""
+    return type(name, (_ctypes._SimpleCData,), {"_type_": code})
 
 
-class c_ulong(_ctypes._SimpleCData):
-    _type_ = "L"
-
-
-class c_char_p(_ctypes._SimpleCData):
-    _type_ = "z"
+c_int, c_ulong, c_char_p = _simple("c_int", "i"), _simple("c_ulong", "L"), _simple("c_char_p", "z")
+c_long, c_uint, c_char = _simple("c_long", "l"), _simple("c_uint", "I"), _simple("c_char", "c")
 
 
 class _Func(_ctypes.CFuncPtr):
@@ -36,14 +33,42 @@ class _Lib:
     _handle = _ctypes.dlopen(None, _RTLD_NOW)
 
 
-def _func(name: str, argtypes: tuple) -> _Func:
-    f = _Func((name, _Lib))
+class _LongFunc(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+def _func(name: str, argtypes: tuple, kind: type = _Func):
+    f = kind((name, _Lib))
     f.argtypes = argtypes
     return f
 
 
 _setns = _func("setns", (c_int, c_int))
 _mount = _func("mount", (c_char_p, c_char_p, c_char_p, c_ulong, c_char_p))
+_syscall = _func("syscall", (c_long, c_int, c_ulong, c_uint), _LongFunc)
+_ARRAYS: dict[int, type] = {}
+
+
+def buffer(size: int, data: bytes = b""):
+    """A zeroed, writable char[size] the kernel may fill (``.raw`` to read, ``address()`` to pass)."""
+    cls = _ARRAYS.get(size)
+    if cls is None:
+        cls = _ARRAYS[size] = type(f"c_char_Array_{size}", (_ctypes.Array,), {"_type_": c_char, "_length_": size})
+    buf = cls()
+    if data:
+        buf.raw = data
+    return buf
+
+
+def address(buf) -> int:
+    return _ctypes.addressof(buf)
+
+
+def syscall(nr: int, cmd: int, arg: int, size: int) -> tuple[int, int]:
+    """(return value, errno) of ``syscall(nr, cmd, arg, size)``, e.g. bpf(2)."""
+    rc = _syscall(nr, cmd, arg, size)
+    return rc, (_ctypes.get_errno() if rc < 0 else 0)
 
 
 def setns(fd: int, nstype: int) -> int:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import os
 import sys
 
-from .model import HookError
+from .model import HookError, UsageError
 
 USAGE = ("usage: kata-npu-hook [prestart|createRuntime]   (OCI state on stdin)\n"
          "       kata-npu-hook cdi [--output DIR]\n"
-         "       kata-npu-hook install --guest-root DIR [--python PATH]\n")
+         "       kata-npu-hook install --guest-root DIR [--python PATH] [--config FILE]\n"
+         "exit codes: 0 ok, 1 hook/command failed (one line on stderr), 2 usage error\n")
+
+#: Files the hook writes (status, CDI spec) are 0644 and directories 0755 whatever umask the
+#: agent or runtime hands down (kata-agent's may be 0); device nodes get their configured mode.
+UMASK = 0o022
 
 
 def run_hook(stdin_fd: int = 0) -> int:
@@ -30,6 +35,7 @@ def run_hook(stdin_fd: int = 0) -> int:
         # After the state: a broken hook.json still honours the container's strict request.
         cfg = config.load()
         strict = cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+        _wait_for_driver(cfg)
         found = discover.discover(cfg)
         edits = selection.select(found, container.env, cfg.no_driver)
         probe = [os.path.join(cfg.dev_root, os.path.basename(n.path)) for n in edits.nodes]
@@ -48,6 +54,16 @@ def run_hook(stdin_fd: int = 0) -> int:
                   extra={"nodes": [n.path for n in edits.nodes], "mounts": [m.target for m in edits.mounts],
                          "strict": strict, **counts, "cgroup_writes": written})
     return 0
+
+
+def _wait_for_driver(cfg) -> None:
+    """An NPU still coming up (image boot step's status) is waited for, bounded; see bringup.py."""
+    from . import bringup
+
+    state = bringup.wait_for_npus(cfg.run_dir, cfg.dev_root)
+    if state == "timeout":
+        raise HookError(f"NPU driver still coming up after {bringup.WAIT_S:g} s "
+                        f"(fewer /dev/davinciN than NPU functions; see {cfg.run_dir}/driver.status)")
 
 
 def _fail(msg: str, cfg, cid, container) -> int:
@@ -73,8 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = argv[1:]
     cmd = args[0] if args else "prestart"
+    old_umask = os.umask(UMASK)
     try:
         if cmd in ("prestart", "createRuntime", "createContainer"):
+            if len(args) > 1 and args[1] in ("-h", "--help"):
+                sys.stdout.write(USAGE)
+                return 0
+            if os.isatty(0):
+                # A person typed it: reading the OCI state from the terminal would wait forever.
+                sys.stderr.write("kata-npu-hook: stdin is a terminal; this is an OCI hook that reads the "
+                                 "container state on stdin (see kata-npu-hook --help)\n")
+                return 2
             return run_hook()
         if cmd == "cdi":
             from .cdi import main as cdi_main
@@ -89,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except HookError as e:
         sys.stderr.write(f"kata-npu-hook: error: {e}\n")
-        return 1
+        return 2 if isinstance(e, UsageError) else 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        os.umask(old_umask)
 
 
 if __name__ == "__main__":

@@ -232,8 +232,19 @@ def bind_ro(root: Root, m: Mount, ident: tuple[int, int]) -> bool:
 
 def apply_in_namespace(edits: Edits, rootfs: str, proc_root: str,
                        idents: dict[str, tuple[int, int]]) -> dict[str, int]:
-    """Create nodes and mounts; call only after setns_mnt (or in a throwaway test namespace)."""
-    os.umask(0)
+    """Create nodes and mounts; call only after setns_mnt (or in a throwaway test namespace).
+
+    The umask is cleared only while creating nodes (their configured mode must land as is) and
+    restored after, so nothing else this process writes (the status file) becomes world-writable.
+    """
+    old_umask = os.umask(0)
+    try:
+        return _apply(edits, rootfs, proc_root, idents)
+    finally:
+        os.umask(old_umask)
+
+
+def _apply(edits: Edits, rootfs: str, proc_root: str, idents: dict[str, tuple[int, int]]) -> dict[str, int]:
     root = Root(rootfs, proc_root)
     counts = {"nodes_created": 0, "mounts_created": 0}
     try:

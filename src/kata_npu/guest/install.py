@@ -1,8 +1,10 @@
-"""Install the hook into a guest image tree.
+"""Install the hook into a guest image tree, or pack it as a Kata osbuilder GUEST_HOOKS_TARBALL.
 
 Kata skips symlinked or non-executable hook files silently, so the hook is a
 regular 0755 file with an absolute interpreter path, and the stdlib-only guest
-package is copied beside it so the guest needs no pip install.
+package is copied beside it so the guest needs no pip install. Both outputs come
+from one plan (``plan()``: relative path -> bytes + mode), so the tree and the
+tarball cannot disagree, and every mode is explicit whatever the umask.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 
-from .model import HookError
+from .model import HookError, UsageError
 
 HOOK_DIR = "usr/share/oci/hooks/prestart"
 HOOK_NAME = "50-kata-npu"
@@ -19,10 +22,26 @@ LIB_DIR = "usr/lib/kata-npu"
 HOOKS_D = "usr/share/containers/oci/hooks.d/50-kata-npu.json"
 UNIT = "etc/systemd/system/kata-npu-cdi.service"
 CDI_SCRIPT = "usr/libexec/kata-npu/cdi-boot"
+CONFIG = "etc/kata-npu/hook.json"  # = config.CONFIG_PATH without the leading "/"
+
+USAGE = "usage: install --guest-root DIR [--python PATH] [--config FILE] [--no-check-python]"
+
+
+@dataclass(frozen=True)
+class File:
+    """One file of the install, relative to the guest root."""
+
+    path: str
+    data: bytes
+    mode: int
 
 
 def script(python: str, entry: str, lib: str = "/" + LIB_DIR, config: str | None = None) -> str:
-    """A self-contained launcher: no PATH, no env, no site-packages needed (kata runs hooks with none)."""
+    """A self-contained launcher: no PATH, no env, no site-packages needed (kata runs hooks with none).
+
+    ``config`` is set only when the tree is used somewhere other than "/" (tests, benches):
+    the hook then reads the hook.json installed in that tree, never the build host's file.
+    """
     lines = [f"#!{python} -IS",
              "# kata-npu guest hook, written by `kata-npu-hook install`. A regular file on purpose:",
              "# kata-agent silently skips symlinked or non-executable hooks.",
@@ -46,61 +65,71 @@ def script(python: str, entry: str, lib: str = "/" + LIB_DIR, config: str | None
     return "\n".join(lines)
 
 
-def _write(path: str, text: str, mode: int) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if os.path.islink(path):
-        os.unlink(path)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+def _pyc(source: bytes, shown_as: str) -> bytes:
+    """Unchecked-hash .pyc: reproducible (no mtime inside) and never re-validated on a read-only rootfs."""
+    import importlib.util
+    import marshal
+
+    code = compile(source, shown_as, "exec", dont_inherit=True)
+    flags = 0b01  # hash-based, check_source = False (PEP 552)
+    return (importlib.util.MAGIC_NUMBER + flags.to_bytes(4, "little")
+            + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
-def _precompile(lib: str, seen_as: str) -> None:
-    """Byte-compile the copy now: a read-only guest rootfs would otherwise recompile on every start.
+def _package(seen_as: str) -> list[File]:
+    """The guest package (sources + .pyc for this interpreter), sorted, modes normalised."""
+    import importlib.util
 
-    The .pyc files match this interpreter's version; run the installer with the guest's Python.
-    """
-    import compileall
+    src = os.path.dirname(os.path.abspath(__file__))
+    lib = os.path.join(LIB_DIR, "kata_npu")
+    files = [File(f"{lib}/__init__.py", b'"""kata-npu guest subset."""\n', 0o644)]
+    for name in sorted(os.listdir(src)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(src, name), "rb") as f:
+            files.append(File(f"{lib}/guest/{name}", f.read(), 0o644))
+    out = []
+    for f in files:
+        out.append(f)
+        cached = importlib.util.cache_from_source(f.path)
+        out.append(File(cached, _pyc(f.data, os.path.join(seen_as, f.path)), 0o644))
+    return out
 
-    ddir = os.path.join(seen_as, LIB_DIR)
-    compileall.compile_dir(lib, ddir=ddir, quiet=1, force=True)
+
+def _check_config(path: str) -> bytes:
+    """The file to install, validated as the hook would read it (a broken file fails the build, not the pod)."""
+    from . import config
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError as e:
+        raise HookError(f"--config {path}: {e.strerror}") from None
+    config.load(path, environ={})
+    return data
 
 
-def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True,
-            config: str | None = None, seen_as: str = "/") -> list[str]:
-    """Write hook, package copy, hooks.d JSON, CDI boot unit under ``guest_root``; returns paths.
+def plan(python: str = "/usr/bin/python3", config: str | None = None, seen_as: str = "/") -> list[File]:
+    """Every file of the install, relative to the guest root, in sorted order.
 
-    ``seen_as`` is where ``guest_root`` will be at run time ("/" in the booted guest image);
-    the launcher's embedded paths use it.
+    ``seen_as`` is where the guest root will be at run time ("/" in the booted guest image);
+    the launcher's embedded paths use it. The .pyc files are for this interpreter:
+    run the installer with the guest's Python version.
     """
     if not python.startswith("/"):
         raise HookError(f"--python must be an absolute path inside the guest, got {python!r}")
-    if check_python and not os.path.exists(os.path.join(guest_root, python.lstrip("/"))):
-        raise HookError(f"{python} does not exist under guest root {guest_root} (use --no-check-python to force)")
-    pkg_src = os.path.dirname(os.path.abspath(__file__))
-    lib = os.path.join(guest_root, LIB_DIR, "kata_npu")
-    if os.path.isdir(os.path.join(lib, "guest")):
-        shutil.rmtree(os.path.join(lib, "guest"))
-    os.makedirs(lib, exist_ok=True)
-    shutil.copytree(pkg_src, os.path.join(lib, "guest"), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    _write(os.path.join(lib, "__init__.py"), '"""kata-npu guest subset."""\n', 0o644)
-    _precompile(os.path.join(guest_root, LIB_DIR), seen_as)
-    hook = os.path.join(guest_root, HOOK_DIR, HOOK_NAME)
     lib_at = os.path.join(seen_as, LIB_DIR)
-    _write(hook, script(python, "prestart", lib_at, config), 0o755)
-    boot = os.path.join(guest_root, CDI_SCRIPT)
-    _write(boot, script(python, "cdi", lib_at, config), 0o755)
-    hooks_d = os.path.join(guest_root, HOOKS_D)
-    _write(hooks_d, json.dumps({
+    cfg_at = None if os.path.normpath(seen_as) == "/" else os.path.join(seen_as, CONFIG)
+    files = _package(seen_as)
+    files.append(File(os.path.join(HOOK_DIR, HOOK_NAME), script(python, "prestart", lib_at, cfg_at).encode(), 0o755))
+    files.append(File(CDI_SCRIPT, script(python, "cdi", lib_at, cfg_at).encode(), 0o755))
+    files.append(File(HOOKS_D, (json.dumps({
         "version": "1.0.0",
-        "hook": {"path": "/" + HOOK_DIR + "/" + HOOK_NAME, "args": [HOOK_NAME, "prestart"], "timeout": 10},
+        "hook": {"path": os.path.join(seen_as, HOOK_DIR, HOOK_NAME), "args": [HOOK_NAME, "prestart"], "timeout": 10},
         "when": {"always": True},
         "stages": ["prestart"],
-    }, indent=2) + "\n", 0o644)
-    unit = os.path.join(guest_root, UNIT)
-    _write(unit, (
+    }, indent=2) + "\n").encode(), 0o644))
+    files.append(File(UNIT, (
         "[Unit]\n"
         "Description=kata-npu: write the guest CDI spec for Ascend NPUs\n"
         "DefaultDependencies=no\n"
@@ -111,8 +140,101 @@ def install(guest_root: str, python: str = "/usr/bin/python3", check_python: boo
         f"ExecStart=/{CDI_SCRIPT}\n"
         "RemainAfterExit=yes\n\n"
         "[Install]\n"
-        "WantedBy=kata-containers.target\n"), 0o644)
-    return [hook, boot, hooks_d, unit, lib]
+        "WantedBy=kata-containers.target\n").encode(), 0o644))
+    if config:
+        files.append(File(CONFIG, _check_config(config), 0o644))
+    return sorted(files, key=lambda f: f.path)
+
+
+def _makedirs(root: str, rel: str) -> None:
+    """Create missing parents 0755 explicitly (os.makedirs would apply the caller's umask to parents)."""
+    path = root
+    for comp in rel.split("/"):
+        path = os.path.join(path, comp)
+        if os.path.islink(path):
+            raise HookError(f"refusing to install through symlink {path}")
+        if not os.path.isdir(path):
+            os.mkdir(path)
+            os.chmod(path, 0o755)
+
+
+def _write(path: str, data: bytes, mode: int) -> None:
+    if os.path.islink(path):
+        os.unlink(path)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def install(guest_root: str, python: str = "/usr/bin/python3", check_python: bool = True,
+            config: str | None = None, seen_as: str = "/") -> list[str]:
+    """Write hook, package copy, hooks.d JSON, CDI boot unit (and ``config`` as /etc/kata-npu/hook.json).
+
+    Returns the top-level paths written: hook, CDI launcher, hooks.d JSON, unit, package dir
+    (and the installed config).
+    """
+    if check_python and python.startswith("/") and not os.path.exists(os.path.join(guest_root, python.lstrip("/"))):
+        raise HookError(f"{python} does not exist under guest root {guest_root} (use --no-check-python to force)")
+    files = plan(python, config, seen_as)
+    os.makedirs(guest_root, exist_ok=True)
+    lib = os.path.join(guest_root, LIB_DIR, "kata_npu")
+    if os.path.isdir(os.path.join(lib, "guest")) and not os.path.islink(lib):
+        shutil.rmtree(os.path.join(lib, "guest"))  # no stale modules from an older version
+    for f in files:
+        parent = os.path.dirname(f.path)
+        _makedirs(guest_root, parent)
+        _write(os.path.join(guest_root, f.path), f.data, f.mode)
+    out = [os.path.join(guest_root, p) for p in (os.path.join(HOOK_DIR, HOOK_NAME), CDI_SCRIPT, HOOKS_D, UNIT)]
+    out.append(lib)
+    if config:
+        out.append(os.path.join(guest_root, CONFIG))
+    return out
+
+
+def tarball(out: str, python: str = "/usr/bin/python3", config: str | None = None,
+            epoch: int | None = None) -> str:
+    """The install as a Kata osbuilder ``GUEST_HOOKS_TARBALL`` (``tar --zstd -xvf T -C ROOTFS_DIR``).
+
+    Reproducible: sorted entries, owner root:root (0/0), every mtime ``epoch`` (default
+    ``SOURCE_DATE_EPOCH``, else 0), modes from the plan. Regular files only, no directory
+    entries, so unpacking never changes the modes or owners of the rootfs's existing directories.
+    """
+    import io
+    import subprocess
+    import tarfile
+
+    if epoch is None:
+        raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
+        if not raw.isdigit():
+            raise HookError(f"SOURCE_DATE_EPOCH must be a non-negative integer, got {raw!r}")
+        epoch = int(raw)
+    if not out.endswith((".tar.zst", ".tzst")):
+        raise UsageError(f"tarball: --out must end in .tar.zst (osbuilder unpacks it with tar --zstd), got {out!r}")
+    zstd = shutil.which("zstd")
+    if not zstd:
+        raise HookError("tarball: zstd not found (apt-get install zstd)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for f in plan(python, config, "/"):
+            ti = tarfile.TarInfo(f.path)
+            ti.size, ti.mode, ti.mtime = len(f.data), f.mode, epoch
+            ti.uid = ti.gid = 0
+            ti.uname = ti.gname = "root"
+            tar.addfile(ti, io.BytesIO(f.data))
+    r = subprocess.run([zstd, "-q", "-19", "--single-thread", "-c"], input=buf.getvalue(), capture_output=True)
+    if r.returncode != 0:
+        raise HookError(f"tarball: zstd failed: {r.stderr.decode(errors='replace').strip()}")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp{os.getpid()}")
+    _write(tmp, r.stdout, 0o644)
+    os.replace(tmp, out)
+    return out
 
 
 def main(args: list[str]) -> int:
@@ -120,6 +242,9 @@ def main(args: list[str]) -> int:
     i = 0
     while i < len(args):
         a = args[i]
+        if a in ("-h", "--help"):
+            os.write(1, f"{USAGE}\n".encode())
+            return 0
         if a == "--guest-root" and i + 1 < len(args):
             root, i = args[i + 1], i + 2
         elif a == "--python" and i + 1 < len(args):
@@ -129,9 +254,9 @@ def main(args: list[str]) -> int:
         elif a == "--no-check-python":
             check, i = False, i + 1
         else:
-            raise HookError(f"install: unknown argument {a!r} (usage: install --guest-root DIR [--python PATH] [--config FILE] [--no-check-python])")
+            raise UsageError(f"install: unknown argument {a!r} ({USAGE})")
     if not root:
-        raise HookError("install: --guest-root DIR is required")
+        raise UsageError(f"install: --guest-root DIR is required ({USAGE})")
     for p in install(root, python, check, cfg):
         os.write(1, f"{p}\n".encode())
     return 0

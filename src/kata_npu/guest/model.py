@@ -77,6 +77,10 @@ class HookError(Exception):
     """A problem worth one line to the operator; never shown as a traceback."""
 
 
+class UsageError(HookError):
+    """A bad command line (exit 2, as for an unknown command)."""
+
+
 @dataclass(frozen=True)
 class DeviceNode:
     """A device node to recreate inside the container at ``path`` (absolute, container view)."""

@@ -52,8 +52,12 @@ def write_status(run_dir: str, cid: str | None, payload: dict) -> None:
         os.makedirs(run_dir, mode=0o755, exist_ok=True)
         name = f"{cid}.json" if cid else "last-error.json"
         tmp = os.path.join(run_dir, f".{name}.{os.getpid()}")
-        with open(tmp, "w") as f:
-            f.write(jsonlite.dumps(payload) + "\n")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.fchmod(fd, 0o644)  # whatever the umask: readable by probes, writable by root only
+            os.write(fd, (jsonlite.dumps(payload) + "\n").encode())
+        finally:
+            os.close(fd)
         os.replace(tmp, os.path.join(run_dir, name))
     except OSError:
         pass

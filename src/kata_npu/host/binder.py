@@ -35,7 +35,6 @@ from .usage import group_in_use, host_usage
 from .vfio import VfioDriver, choose_driver, ensure_loaded, is_char_device, wait_for_char_device
 
 CRASH_ENV = "KATA_NPU_TEST_CRASH_AT"  # test-only: "<phase>:<n>" SIGKILLs us there
-KATA_RUNTIME = "io.containerd.kata.v2"
 
 NO_IOMMU_HELP = (
     "no IOMMU groups under /sys/kernel/iommu_groups: the IOMMU is off. Enable it: Intel: add intel_iommu=on "
@@ -75,10 +74,11 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # one line per device left alone (re-bind, apply)
 
     def ctr_command(self) -> str | None:
-        devs = [a for g in self.groups for a in g.ctr_args]
-        if not devs:
-            return None
-        return "ctr run --runtime " + KATA_RUNTIME + " " + " ".join(devs) + " <image> <container-id>"
+        """The same line `kata-npu run-args` prints (one builder: kataconfig.runargs)."""
+        from ..kataconfig.runargs import ctr_run_line
+
+        nodes = [g.vfio_node for g in self.groups if g.vfio_node]
+        return ctr_run_line(nodes) if nodes else None
 
     def to_json(self) -> dict:
         return {"ok": not (self.skipped or self.stuck), "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,

@@ -377,9 +377,47 @@ def check_kata(paths: HostPaths) -> Check:
                  "", details)
 
 
+KATA_NPU_CONFIG = "etc/kata-containers/configuration-qemu-npu.toml"
+
+
+def check_guest_memory(paths: HostPaths, catalogue: Catalogue | None = None) -> Check:
+    """The VM's default_memory against host RAM and /dev/shm (see host/memfit.py for why each limit)."""
+    import tomllib
+
+    from ..kataconfig.values import guest_memory_mib
+    from .memfit import backend_of, memory_fit, read_host_memory
+
+    conf = paths.root / KATA_NPU_CONFIG
+    rows = _accelerators(paths, catalogue)
+    mmio = sum(b.size for r in rows for b in r.function.bars if not b.is_io and b.is_64bit)
+    try:
+        hyp = tomllib.loads(conf.read_text()).get("hypervisor", {}).get("qemu", {})
+        mem, source = hyp.get("default_memory"), f"/{KATA_NPU_CONFIG}"
+    except FileNotFoundError:
+        hyp, mem = {}, guest_memory_mib(len(rows))
+        source = f"kata-npu's default for {len(rows)} accelerator(s); no /{KATA_NPU_CONFIG} yet"
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        return Check("guest-memory", WARN, f"cannot read /{KATA_NPU_CONFIG}: {e}",
+                     f"kata-npu config check /{KATA_NPU_CONFIG}", {})
+    if not isinstance(mem, int):
+        return Check("guest-memory", SKIP, f"no default_memory in /{KATA_NPU_CONFIG}", "", {})
+    backend, file_backed = backend_of(hyp)
+    host = read_host_memory(paths, backend)
+    details = {"default_memory_mib": mem, "source": source, "mem_total": host.mem_total,
+               "mem_available": host.mem_available, "backend": backend, "backend_size": host.backend_size}
+    if host.mem_total is None:
+        return Check("guest-memory", SKIP, "no /proc/meminfo to judge guest memory against", "", details)
+    fits = memory_fit(mem, host, file_backed, mmio)
+    if fits:
+        return Check("guest-memory", WARN, "; ".join(f.message for f in fits), "; ".join(f.fix for f in fits), details)
+    shm = f", {backend} {host.backend_size >> 20} MiB" if file_backed and host.backend_size is not None else ""
+    return Check("guest-memory", PASS, f"guest RAM {mem} MiB ({source}) fits: host RAM {host.mem_total >> 20} MiB{shm}",
+                 "", details)
+
+
 CHECKS: tuple[Callable[..., Check], ...] = (
     check_iommu, check_interrupt_remapping, check_vfio_modules, check_iommufd, check_acs_override,
-    check_accelerators, check_sriov, check_bar_sizes, check_kata,
+    check_accelerators, check_sriov, check_bar_sizes, check_kata, check_guest_memory,
 )
 
 
@@ -393,7 +431,7 @@ def run_checks(paths: HostPaths, catalogue: Catalogue | None = None) -> list[Che
     out = []
     for fn in CHECKS:
         try:
-            c = fn(paths, cat) if fn in (check_accelerators, check_sriov, check_bar_sizes) else fn(paths)
+            c = fn(paths, cat) if fn in (check_accelerators, check_sriov, check_bar_sizes, check_guest_memory) else fn(paths)
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
             c = Check(fn.__name__.removeprefix("check_").replace("_", "-"), FAIL, f"check crashed: {e!r}",
                       "Report this as a kata-npu bug.", {})

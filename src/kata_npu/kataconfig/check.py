@@ -5,10 +5,13 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..errors import ConfigError
+from ..host import memfit
+from ..host.memfit import HostMemory
 from . import schema
-from .values import NpuDevice
+from .values import VIRT_NET_PORT_NOTE, NpuDevice, guest_memory_mib, root_ports_needed, too_many_ports
 
 ERROR, WARNING = "error", "warning"
 
@@ -37,7 +40,9 @@ def _flatten(doc: dict, prefix: str = "") -> dict[str, dict]:
     return out
 
 
-def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...] = (), dropin: bool = False) -> list[Finding]:
+def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...] = (), dropin: bool = False,
+              host: Callable[[str], HostMemory] | None = None) -> list[Finding]:
+    """`host(backend_dir)`: this host's memory facts, to judge default_memory against (None: not judged)."""
     f: list[Finding] = []
     add = lambda *a: f.append(Finding(*a))  # noqa: E731
     tables = _flatten(doc)
@@ -92,10 +97,23 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
                 'prefer cold_plug_vfio = "root-port" with hot_plug_vfio = "no-port"')
     ports = hyp.get("pcie_root_port", 0)
     uses_root_port = "root-port" in (cold, hot)
-    if uses_root_port and ports < max(1, len(groups)):
+    needed = root_ports_needed(devices)
+    if needed > schema.MAX_PCIE_PORTS:
+        add(ERROR, "root-ports-max", "hypervisor.qemu.pcie_root_port", too_many_ports(needed, len(groups)),
+            f"pass at most {schema.MAX_PCIE_PORTS} PCIe functions per VM: split the devices over several pods")
+    elif arch == "aarch64" and needed == schema.MAX_PCIE_PORTS:
+        add(WARNING, "root-ports-max", "hypervisor.qemu.pcie_root_port", VIRT_NET_PORT_NOTE,
+            f"pass at most {schema.MAX_PCIE_PORTS - 1} PCIe functions per VM on arm64")
+    for key in ("pcie_root_port", "pcie_switch_port"):
+        if isinstance(hyp.get(key), int) and hyp[key] > schema.MAX_PCIE_PORTS:
+            add(ERROR, "root-ports-max", f"hypervisor.qemu.{key}",
+                f"{key} = {hyp[key]}: Kata clamps it to {schema.MAX_PCIE_PORTS} without a word, and refuses a sandbox "
+                f"that needs more", f"set {key} <= {schema.MAX_PCIE_PORTS} and pass at most that many PCIe functions per VM")
+    if uses_root_port and ports < max(1, needed) and needed <= schema.MAX_PCIE_PORTS:
         add(ERROR, "root-ports", "hypervisor.qemu.pcie_root_port",
-            f"pcie_root_port = {ports} but {len(groups) or 1} IOMMU group(s) must be passed" + (f" (groups {', '.join(map(str, groups))})" if groups else ""),
-            f"set pcie_root_port = {max(1, len(groups))}")
+            f"pcie_root_port = {ports} but {max(1, needed)} PCIe function(s) must be passed"
+            + (f" (IOMMU groups {', '.join(map(str, groups))}; Kata gives each function a root port)" if groups else ""),
+            f"set pcie_root_port = {max(1, needed)}")
 
     mt = hyp.get("machine_type")
     want = schema.MACHINE_TYPES.get(arch)
@@ -107,6 +125,12 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
 
     mmio = sum(d.mmio64 for d in devices)
     params = str(hyp.get("kernel_params", "")).split()
+    if params and arch in schema.KATA_DEFAULT_KERNEL_PARAMS:
+        lost = [p for p in schema.KATA_DEFAULT_KERNEL_PARAMS[arch] if p not in params]
+        if lost:
+            add(WARNING, "kernel-params-defaults", "hypervisor.qemu.kernel_params",
+                f"kernel_params replaces Kata's own guest defaults and lacks {' '.join(lost)}",
+                f"put Kata's defaults first: kernel_params = \"{' '.join(schema.KATA_DEFAULT_KERNEL_PARAMS[arch] + tuple(params))}\"")
     if arch == "x86_64" and mmio > schema.MMIO64_WINDOW["x86_64"] and (not dropin or "kernel_params" in hyp):
         missing = [p for p in schema.LARGE_BAR_KERNEL_PARAMS if p not in params]
         if missing:
@@ -117,9 +141,13 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
     if isinstance(mem, int) and isinstance(maxmem, int) and maxmem and maxmem < mem:
         add(ERROR, "memory", "hypervisor.qemu.default_maxmemory", f"default_maxmemory {maxmem} < default_memory {mem}",
             "raise default_maxmemory or set it to 0 (host RAM)")
+    if isinstance(mem, int) and host is not None:
+        backend, file_backed = memfit.backend_of(hyp)
+        for fit in memfit.memory_fit(mem, host(backend), file_backed, sum(d.mmio64 for d in devices)):
+            add(WARNING, fit.code, "hypervisor.qemu.default_memory", fit.message, fit.fix)
     if isinstance(mem, int) and mem < 4096 and devices:
         add(WARNING, "memory", "hypervisor.qemu.default_memory", f"default_memory = {mem} MiB is small for the NPU driver and runtime",
-            f"set default_memory >= {8192 + 2048 * len(devices)}")
+            f"set default_memory >= {guest_memory_mib(len(devices))}")
 
     if not dropin or "guest_hook_path" in hyp:
         ghp = hyp.get("guest_hook_path")
@@ -142,15 +170,15 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
     return f
 
 
-def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config") -> list[Finding]:
+def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config", host=None) -> list[Finding]:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source} is not valid TOML: {e}") from None
-    return check_doc(doc, arch, devices, dropin)
+    return check_doc(doc, arch, devices, dropin, host)
 
 
-def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None) -> list[Finding]:
+def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None, host=None) -> list[Finding]:
     p = Path(path)
     try:
         text = p.read_text()
@@ -158,7 +186,7 @@ def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = No
         raise ConfigError(f"cannot read {p}: {e.strerror}") from None
     if dropin is None:
         dropin = p.parent.name == "config.d"
-    return check_text(text, arch, devices, dropin, str(p))
+    return check_text(text, arch, devices, dropin, str(p), host)
 
 
 def has_errors(findings: list[Finding]) -> bool:

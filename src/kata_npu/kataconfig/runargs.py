@@ -1,24 +1,43 @@
-"""The `ctr run` line for bound devices.
+"""The one builder of the `ctr run` line (printed by `bind` and by `run-args`).
 
 Verified against containerd's ctr: `--runtime-config-path` becomes the runtime
-options' ConfigPath, which containerd-shim-kata-v2 (Go runtime) reads; the
-shim also honours KATA_CONF_FILE in its environment.
+options' ConfigPath, which containerd-shim-kata-v2 (Go runtime) reads. Without
+it Kata loads its default file, whose VFIO ports are `no-port`, and refuses the
+device. Imports only the standard library and schema: the binder uses it too.
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from typing import Sequence
 
 from ..errors import ConfigError
-from .render import DEFAULT_CONFIG_PATH
-from .values import NpuDevice
+from .schema import DEFAULT_CONFIG_PATH
+
+KATA_RUNTIME = "io.containerd.kata.v2"
+DEFAULT_IMAGE = "docker.io/library/ubuntu:22.04"
+DEFAULT_NAME = "npu"
+
+
+def ctr_run_argv(vfio_nodes: Sequence[str], config_path: str = DEFAULT_CONFIG_PATH, image: str = DEFAULT_IMAGE,
+                 name: str = DEFAULT_NAME, command: Sequence[str] | None = None) -> list[str]:
+    if not vfio_nodes:
+        raise ConfigError("no devices: give PCI addresses bound to vfio-pci (kata-npu bind ADDR first)")
+    argv = ["ctr", "run", "--rm", "-t", "--runtime", KATA_RUNTIME, "--runtime-config-path", config_path]
+    for n in vfio_nodes:
+        argv += ["--device", n]
+    return argv + [image, name] + list(command or ["sh"])
+
+
+def ctr_run_line(vfio_nodes: Sequence[str], **kw) -> str:
+    return " ".join(shlex.quote(a) for a in ctr_run_argv(vfio_nodes, **kw))
 
 
 @dataclass(frozen=True)
 class RunArgs:
     argv: tuple[str, ...]
-    devices: tuple[NpuDevice, ...]
+    devices: tuple  # NpuDevice
     vfio_nodes: tuple[str, ...]
 
     @property
@@ -30,16 +49,14 @@ class RunArgs:
                 "devices": [d.to_json() for d in self.devices]}
 
 
-def build(devices: list[NpuDevice], image: str = "docker.io/library/ubuntu:22.04", name: str = "npu",
-          config_path: str = DEFAULT_CONFIG_PATH, command: list[str] | None = None) -> RunArgs:
+def build(bound, image: str = DEFAULT_IMAGE, name: str = DEFAULT_NAME, config_path: str = DEFAULT_CONFIG_PATH,
+          command: list[str] | None = None) -> RunArgs:
+    """`bound`: a kataconfig.bound.BoundDevices (whole groups); every function must be on a VFIO driver."""
+    devices = tuple(bound.devices)
     if not devices:
         raise ConfigError("no devices: give PCI addresses bound to vfio-pci (kata-npu bind ADDR first)")
-    unbound = [d.address for d in devices if d.driver and d.driver != "vfio-pci" and not d.driver.endswith("_vfio_pci")]
+    unbound = [d.address for d in devices if not d.driver or (d.driver != "vfio-pci" and not d.driver.endswith("_vfio_pci"))]
     if unbound:
         raise ConfigError(f"not on vfio-pci: {', '.join(unbound)} (run kata-npu bind first)")
-    nodes = tuple(f"/dev/vfio/{g}" for g in sorted({d.group for d in devices}))
-    argv = ["ctr", "run", "--rm", "-t", "--runtime", "io.containerd.kata.v2", "--runtime-config-path", config_path]
-    for n in nodes:
-        argv += ["--device", n]
-    argv += [image, name] + list(command or ["sh"])
-    return RunArgs(tuple(argv), tuple(devices), nodes)
+    nodes = tuple(bound.vfio_nodes)
+    return RunArgs(tuple(ctr_run_argv(nodes, config_path, image, name, command)), devices, nodes)

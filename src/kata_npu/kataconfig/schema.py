@@ -85,3 +85,19 @@ MiB = 1 << 20
 # QEMU q35's default 64-bit PCI hole; arm64 virt's high PCIe MMIO window (highmem).
 MMIO64_WINDOW = {"x86_64": 32 * GiB, "aarch64": 512 * GiB}
 LARGE_BAR_KERNEL_PARAMS = ("pci=realloc", "pci=nocrs")
+
+# Kata 3.30 (pkg/katautils/config.go maxPCIeRootPorts/maxPCIeSwitchPorts, virtcontainers/qemu.go maxPCIeRootPort):
+# config values above are clamped; more pluggable PCIe functions than this fail sandbox creation.
+MAX_PCIE_PORTS = 16
+# Kata's own guest kernel_params (src/runtime/arch/{amd64,arm64}-options.mk KERNELPARAMS, 3.30 and main):
+# the configuration's kernel_params replaces them, so we write them first and add ours.
+KATA_DEFAULT_KERNEL_PARAMS = {
+    "x86_64": ("cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1"),
+    "aarch64": ("cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1"),
+}
+# The release our output is verified against (Kata's loader, built from source); --set kata_version=… retargets.
+DEFAULT_KATA_VERSION = "3.30"
+# From Kata 3.32 [agent.kata] visible_cdi_devices is a configuration key; before, a kernel parameter.
+AGENT_CDI_KEY_SINCE = (3, 32)
+# Where `config render` output is expected; the containerd runtime's ConfigPath and `ctr --runtime-config-path`.
+DEFAULT_CONFIG_PATH = "/etc/kata-containers/configuration-qemu-npu.toml"

@@ -5,14 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, KataNpuError
-from ..host import sysfs
-from ..host.address import PciAddress
-from ..host.catalogue import Catalogue
-from ..host.paths import HostPaths
+from ..errors import ConfigError
 from . import schema
 
 
@@ -25,6 +21,7 @@ class NpuDevice:
     largest_bar: int
     mmio64: int  # sum of its memory BARs, each rounded up to a power of two (BARs are size-aligned)
     driver: str | None = None
+    pcie: bool = True  # 4 KiB config space: Kata 3.30 gives each such function its own root port
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -36,9 +33,11 @@ class KataValues:
     hypervisor_path: str = "/opt/kata/bin/qemu-system-x86_64"
     kernel: str = "/usr/share/kata-npu/vmlinux-npu"
     image: str = "/usr/share/kata-npu/kata-npu-rootfs.img"
+    kernel_modules: tuple[str, ...] = ()  # agent loads these at boot (`kata-npu image build` writes them)
     machine_type: str = "q35"
     firmware: str = ""
-    kernel_params: str = ""
+    kernel_params: str = ""  # the whole guest command line we write: Kata's defaults + ours
+    kernel_params_added: tuple[str, ...] = ()  # ours only (a drop-in writes kernel_params only if there are any)
     default_vcpus: int = 4
     default_memory: int = 8192
     default_maxmemory: int = 0
@@ -49,6 +48,7 @@ class KataValues:
     vfio_mode: str = "guest-kernel"
     enable_annotations: tuple[str, ...] = ()
     visible_cdi_devices: bool = False
+    kata_version: str = schema.DEFAULT_KATA_VERSION
     static_sandbox_resource_mgmt: bool = True
     devices: tuple[NpuDevice, ...] = ()
     mmio64_needed: int = 0
@@ -60,9 +60,24 @@ class KataValues:
     def groups(self) -> list[int]:
         return sorted({d.group for d in self.devices})
 
+    @property
+    def root_ports_needed(self) -> int:
+        return root_ports_needed(self.devices)
+
+    @property
+    def cdi_agent_key(self) -> bool:
+        """visible_cdi_devices as an [agent.kata] key (Kata >= 3.32) rather than a kernel parameter."""
+        return self.visible_cdi_devices and version_tuple(self.kata_version) >= schema.AGENT_CDI_KEY_SINCE
+
+    @property
+    def overhead(self) -> dict[str, str]:
+        """Kubernetes pod overhead of one kata-npu VM: the guest's own memory and vCPUs."""
+        return {"memory": f"{self.default_memory}Mi", "cpu": str(self.default_vcpus)}
+
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d["groups"] = self.groups
+        d["root_ports_needed"] = self.root_ports_needed
         return d
 
 
@@ -88,7 +103,7 @@ SETTABLE = {
     "kernel_params": str, "default_vcpus": int, "default_memory": int, "default_maxmemory": int,
     "cold_plug_vfio": str, "hot_plug_vfio": str, "pcie_root_port": int, "guest_hook_path": str,
     "vfio_mode": str, "enable_annotations": _list, "visible_cdi_devices": _bool,
-    "static_sandbox_resource_mgmt": _bool,
+    "static_sandbox_resource_mgmt": _bool, "kata_version": str, "kernel_modules": _list,
 }
 
 
@@ -140,67 +155,72 @@ def host_arch() -> str:
     return {"arm64": "aarch64", "amd64": "x86_64"}.get(m, m)
 
 
-def _pow2(n: int) -> int:
-    return 1 << (n - 1).bit_length() if n > 0 else 0
+CDI_PARAM = "agent.visible_cdi_devices=true"  # kata-agent < 3.32 reads it from the guest kernel command line
 
 
-def device_from_function(f) -> NpuDevice:
-    if f.iommu_group is None:
-        raise ConfigError(f"{f.address} has no IOMMU group: enable the IOMMU (intel_iommu=on / arm-smmu) first")
-    mmio = sum(_pow2(b.size) for b in f.bars if not b.is_io and b.size)
-    return NpuDevice(str(f.address), f.iommu_group, f.largest_bar, mmio, f.driver)
+VIRT_NET_PORT_NOTE = (
+    "on arm64 virt Kata 3.30 also counts each pod network interface (and vhost-user-blk device) against the 16 "
+    "ports: 16 PCIe functions leave none, so a pod with a network fails; pass at most 15 there")
 
 
-def devices_from_host(paths: HostPaths, addresses: list[str] | None = None, catalogue: Catalogue | None = None) -> list[NpuDevice]:
-    """Given addresses, or every catalogued accelerator already on vfio-pci (addresses=None)."""
+def version_tuple(v: str) -> tuple[int, ...]:
     try:
-        if addresses:
-            funcs = [sysfs.read_function(paths, PciAddress.parse(a)) for a in addresses]
-        else:
-            funcs = [f for f in sysfs.scan(paths) if f.on_vfio and not f.is_bridge
-                     and (catalogue is None or catalogue.lookup(f.vendor, f.device, f.class_code) is not None)]
-    except KataNpuError as e:
-        raise ConfigError(str(e)) from None
-    return [device_from_function(f) for f in funcs]
+        return tuple(int(x) for x in str(v).lstrip("v").split(".")[:2])
+    except ValueError:
+        raise ConfigError(f"kata_version={v!r}: expected e.g. 3.30") from None
 
 
-CDI_PARAM = "agent.visible_cdi_devices=true"
+def guest_memory_mib(n_devices: int) -> int:
+    """default_memory for n passed functions: room for the driver, firmware images and the runtime."""
+    return 8192 + 2048 * n_devices
 
 
-def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrides: dict | None = None) -> KataValues:
-    """Pure: the values for `arch` and `devices`, then overrides on top."""
+def root_ports_needed(devices) -> int:
+    """Kata 3.30 plugs each PCIe function of each passed group into its own root port."""
+    return sum(1 for d in devices if d.pcie)
+
+
+def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrides: dict | None = None,
+            base_kernel_params: str | None = None) -> KataValues:
+    """Pure: the values for `arch` and `devices`, then overrides on top.
+
+    kernel_params starts with the parameters we must not lose (our key replaces them): those of the base
+    file a drop-in merges over when given and non-empty, else Kata's own built-in defaults."""
     if arch not in schema.ARCHES:
         raise ConfigError(f"unsupported architecture {arch!r}; use one of {', '.join(schema.ARCHES)}")
     ov = dict(overrides or {})
     devices = tuple(devices)
-    n_groups = len({d.group for d in devices})
     mmio = sum(d.mmio64 for d in devices)
     window = schema.MMIO64_WINDOW[arch]
     notes = []
     large = arch == "x86_64" and mmio > window
-    params: list[str] = []
+    added: list[str] = []
     if large:
-        params += list(schema.LARGE_BAR_KERNEL_PARAMS)
+        added += list(schema.LARGE_BAR_KERNEL_PARAMS)
         notes.append(
             f"devices need {mmio // schema.GiB} GiB of 64-bit MMIO, above q35's default {window // schema.GiB} GiB "
             "PCI hole (Kata has no key for its size): the guest kernel reassigns BARs (pci=realloc pci=nocrs)"
         )
     elif devices:
         notes.append(f"devices need {mmio // schema.GiB} GiB of 64-bit MMIO; the {arch} window is {window // schema.GiB} GiB")
+    if arch == "aarch64" and root_ports_needed(devices) == schema.MAX_PCIE_PORTS:
+        notes.append(VIRT_NET_PORT_NOTE)
+    defaults = (base_kernel_params or "").split() or list(schema.KATA_DEFAULT_KERNEL_PARAMS[arch])
     if "kernel_params" in ov:
-        extra = [p for p in ov.pop("kernel_params").split() if p not in params]
-        params += extra
-    if _bool(ov.get("visible_cdi_devices", False)) and CDI_PARAM not in params:
-        params.append(CDI_PARAM)  # kata-agent reads its config from the kernel command line
-    mem = 8192 + 2048 * len(devices)
+        added += [p for p in ov.pop("kernel_params").split() if p not in added and p not in defaults]
+    kata_version = str(ov.get("kata_version", schema.DEFAULT_KATA_VERSION))
+    cdi = _bool(ov.get("visible_cdi_devices", False))
+    if cdi and version_tuple(kata_version) < schema.AGENT_CDI_KEY_SINCE and CDI_PARAM not in added:
+        added.append(CDI_PARAM)
     v = KataValues(
         arch=arch,
         hypervisor_path=f"/opt/kata/bin/qemu-system-{arch}",
         machine_type=schema.MACHINE_TYPES[arch],
         firmware=schema.DEFAULT_FIRMWARE[arch],
-        kernel_params=" ".join(params),
-        default_memory=mem,
-        pcie_root_port=max(1, n_groups),
+        kernel_params=" ".join(defaults + added),
+        kernel_params_added=tuple(added),
+        default_memory=guest_memory_mib(len(devices)),
+        pcie_root_port=max(1, root_ports_needed(devices)),
         devices=devices,
         mmio64_needed=mmio,
         mmio64_window=window,
@@ -212,6 +232,13 @@ def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrid
     return v
 
 
+def too_many_ports(needed: int, groups: int) -> str:
+    return (f"{needed} PCIe function(s) in {groups} IOMMU group(s) need {needed} root ports, but Kata allows at most "
+            f"{schema.MAX_PCIE_PORTS} per VM (it clamps pcie_root_port and then refuses the sandbox: \"Number of PCIe "
+            f"Root Ports exceeed allowed max of {schema.MAX_PCIE_PORTS}\"; switch ports have the same limit): "
+            f"split the devices over several pods/VMs of at most {schema.MAX_PCIE_PORTS} functions each")
+
+
 def _validate(v: KataValues) -> None:
     for key in ("cold_plug_vfio", "hot_plug_vfio"):
         if getattr(v, key) not in schema.VFIO_PORTS:
@@ -220,9 +247,16 @@ def _validate(v: KataValues) -> None:
         raise ConfigError("cold_plug_vfio and hot_plug_vfio cannot both be set: keep one at no-port")
     if v.vfio_mode not in schema.VFIO_MODES:
         raise ConfigError(f"vfio_mode={v.vfio_mode!r}: use one of {', '.join(schema.VFIO_MODES)}")
-    if v.pcie_root_port < len(v.groups):
-        raise ConfigError(f"pcie_root_port={v.pcie_root_port} is fewer than the {len(v.groups)} IOMMU groups to pass")
+    if v.root_ports_needed > schema.MAX_PCIE_PORTS:
+        raise ConfigError(too_many_ports(v.root_ports_needed, len(v.groups)))
+    if v.pcie_root_port > schema.MAX_PCIE_PORTS:
+        raise ConfigError(f"pcie_root_port={v.pcie_root_port}: Kata clamps it to {schema.MAX_PCIE_PORTS} silently; "
+                          f"at most {schema.MAX_PCIE_PORTS} root ports per VM")
+    if v.pcie_root_port < v.root_ports_needed:
+        raise ConfigError(f"pcie_root_port={v.pcie_root_port} is fewer than the {v.root_ports_needed} PCIe functions "
+                          f"of the {len(v.groups)} IOMMU group(s) to pass (Kata gives each function a root port)")
     if v.default_maxmemory and v.default_maxmemory < v.default_memory:
         raise ConfigError(f"default_maxmemory={v.default_maxmemory} is below default_memory={v.default_memory}")
     if v.default_memory < 1024:
         raise ConfigError(f"default_memory={v.default_memory} MiB is too small for an NPU guest (>= 1024)")
+    version_tuple(v.kata_version)

@@ -1,0 +1,95 @@
+"""Plain data for an image build: options in, plan, artifacts out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import ImageBuildError
+
+#: Debian packages of the build stage; everything else is chiselled away.
+BASE_PACKAGES = ("python3-minimal", "libpython3.11-stdlib", "kmod", "e2fsprogs")
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+#: Fixed ids of the vendor driver's service account (the .run installer requires it to exist).
+HWHIAI_UID = 1000
+HWHIAI_GID = 1000
+ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}
+#: Vendor ids whose PCI functions gate the NPU module loading at boot (Huawei).
+NPU_VENDORS = ("0x19e5",)
+
+
+ImageError = ImageBuildError  # an input or stage failed; nothing half-written is left in --out
+
+@dataclass
+class BuildOptions:
+    out: str
+    formats: tuple[str, ...] = ("initrd",)
+    init: str = "agent"
+    agent: str | None = None
+    drivers: tuple[str, ...] = ()
+    kernel_version: str | None = None
+    kernel_modules: str | None = None
+    from_rootfs: str | None = None
+    arch: str = "x86_64"
+    source_date_epoch: int = 0
+    npu_vendors: tuple[str, ...] = NPU_VENDORS
+    cache_dir: str = field(default_factory=lambda: os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "kata-npu-image"))
+    compress: str = "gzip"
+    fs: str = "erofs"
+
+    def check(self) -> None:
+        """Reject bad input before any work: one clear line each."""
+        if self.init not in ("agent", "systemd"):
+            raise ImageError(f"--init must be agent or systemd, got {self.init!r}")
+        if self.init == "systemd":
+            raise ImageError("--init systemd is not implemented yet (use --init agent)")
+        if self.arch not in ARCHES:
+            raise ImageError(f"--arch must be one of {', '.join(ARCHES)}, got {self.arch!r}")
+        if os.uname().machine != self.arch:
+            raise ImageError(f"--arch {self.arch}: cross builds are not supported on {os.uname().machine}")
+        for f in self.formats:
+            if f not in ("initrd", "image"):
+                raise ImageError(f"--format must be initrd, image or both, got {f!r}")
+        if self.agent is None:
+            raise ImageError("--agent PATH is required (the kata-agent binary matching the host's Kata)")
+        for p in (self.agent, *self.drivers):
+            if not os.path.isfile(p):
+                raise ImageError(f"{p}: no such file")
+        if self.from_rootfs and not os.path.isdir(self.from_rootfs):
+            raise ImageError(f"--from-rootfs {self.from_rootfs}: not a directory")
+        if self.drivers and not self.kernel_version:
+            raise ImageError("--driver needs --kernel-version (the guest kernel the modules are for)")
+        if self.kernel_version and not os.path.isdir(self.modules_dir()):
+            raise ImageError(f"guest kernel modules dir {self.modules_dir()} not found (pass --kernel-modules DIR)")
+        if self.fs not in ("erofs", "ext4"):
+            raise ImageError(f"--fs must be erofs or ext4, got {self.fs!r}")
+        if self.compress not in ("gzip", "zstd"):
+            raise ImageError(f"compression must be gzip or zstd, got {self.compress!r}")
+
+    def modules_dir(self) -> str:
+        return self.kernel_modules or f"/lib/modules/{self.kernel_version}"
+
+
+@dataclass
+class Artifact:
+    path: str
+    kind: str
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "kind": self.kind, "sha256": self.sha256, "bytes": self.bytes}
+
+
+@dataclass
+class Input:
+    name: str
+    kind: str
+    sha256: str | None = None
+    version: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in (("name", self.name), ("kind", self.kind), ("sha256", self.sha256),
+                                  ("version", self.version)) if v is not None}

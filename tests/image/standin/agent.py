@@ -1,0 +1,164 @@
+#!/usr/bin/python3 -IS
+"""Test-only stand-in for kata-agent, baked into the test image as /init.
+
+Does what kata-agent does around a container start, no more: mounts the
+pseudo filesystems, loads the NPU modules as the image's boot step, builds a
+container (own mount namespace, tmpfs rootfs and /dev), runs the image's
+prestart hooks exactly as kata-agent runs them (from the guest hook path, in
+lexicographic order, regular executables only, empty environment, argv
+``[name, "prestart"]``, OCI state on stdin, 10 s timeout), then starts the
+container process, which reports what it sees. Everything goes to the serial
+console as ``AGENT:``/``CONTAINER:`` lines; then the VM powers off.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, "/usr/lib/kata-npu")
+from kata_npu.guest import ffi  # noqa: E402
+
+HOOKS = "/usr/share/oci/hooks/prestart"
+BUNDLE = "/run/kata-containers/c1"
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
+CLONE_NEWNS = 0x20000
+_unshare = ffi._func("unshare", (ffi.c_int,))
+_reboot = ffi._func("reboot", (ffi.c_int,))
+
+CHECK = r"""
+import os
+def w(m): os.write(1, ("CONTAINER: " + m + "\n").encode())
+w("dev " + " ".join(sorted(n for n in os.listdir("/dev") if n not in ("null", "zero", "full", "random", "urandom", "tty", "console", "pts", "shm", "ptmx"))))
+for p in ("/dev/davinci0", "/dev/davinci_manager"):
+    try:
+        os.close(os.open(p, os.O_RDWR)); w("open " + p + " ok")
+    except OSError as e:
+        w("open " + p + " " + e.strerror)
+for p in ("/usr/local/Ascend/driver/lib64/probe", "/usr/local/probe"):
+    try:
+        open(p, "w").close(); w("write " + p + " ok")
+    except OSError as e:
+        w("write " + p + " " + (os.strerror(e.errno) if e.errno else str(e)))
+try:
+    w("driver " + ",".join(sorted(os.listdir("/usr/local/Ascend/driver"))))
+except OSError as e:
+    w("driver " + e.strerror)
+w("install_info " + str(os.path.exists("/etc/ascend_install.info")))
+w("modules " + ",".join(sorted(l.split()[0] for l in open("/proc/modules"))))
+w("done")
+"""
+
+
+def log(msg):
+    os.write(1, f"AGENT: {msg}\n".encode())
+
+
+def uptime():
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0])
+
+
+def mount(src, tgt, fs, flags=0, data=None):
+    err = ffi.mount(src and src.encode(), tgt.encode(), fs and fs.encode(), flags, data and data.encode())
+    if err:
+        raise OSError(err, f"mount {tgt}: {os.strerror(err)}")
+
+
+def run_hook(path, state, timeout=10.0):
+    r, w = os.pipe()
+    t0 = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(r, 0)
+        os.close(w)
+        os.execve(path, [os.path.basename(path), "prestart"], {})
+    os.close(r)
+    os.write(w, state.encode())
+    os.close(w)
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return "timeout", timeout
+        time.sleep(0.005)
+
+
+def container_child(ready_w, go_r, env):
+    """Child: own mount ns with the container rootfs, then wait for the hooks, then exec the check."""
+    if _unshare(CLONE_NEWNS) != 0:
+        os._exit(90)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    rootfs = BUNDLE + "/rootfs"
+    mount("rootfs", rootfs, "tmpfs", 0, "mode=755")
+    for d in ("usr/bin", "usr/lib", "usr/lib64", "usr/local", "dev", "proc", "etc", "tmp"):
+        os.makedirs(f"{rootfs}/{d}", exist_ok=True)
+    for d in ("usr/bin", "usr/lib", "usr/lib64"):
+        mount("/" + d, f"{rootfs}/{d}", None, MS_BIND | MS_REC)
+        mount(None, f"{rootfs}/{d}", None, MS_BIND | MS_RDONLY | 32 | MS_NOSUID)  # 32 = MS_REMOUNT
+    for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
+        os.symlink(target, f"{rootfs}/{link}")
+    mount("dev", f"{rootfs}/dev", "tmpfs", MS_NOSUID, "mode=755")
+    for n, (ma, mi) in (("null", (1, 3)), ("zero", (1, 5))):
+        os.mknod(f"{rootfs}/dev/{n}", 0o20666, os.makedev(ma, mi))
+    mount("proc", f"{rootfs}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.write(ready_w, b"r")
+    os.read(go_r, 1)
+    os.chroot(rootfs)
+    os.chdir("/")
+    os.execve("/usr/bin/python3", ["python3", "-IS", "-c", CHECK], env)
+
+
+def main():
+    mount("proc", "/proc", "proc")
+    mount("sysfs", "/sys", "sysfs")
+    mount("devtmpfs", "/dev", "devtmpfs")
+    mount("run", "/run", "tmpfs", 0, "mode=755")
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2")
+    log(f"start uptime={uptime():.2f}")
+    # kata-agent's kernel_modules step; here the image's own loader, as the systemd flavour runs it
+    rc, dt = run_hook("/usr/libexec/kata-npu/npu-modules", "")
+    with open("/run/kata-npu/driver.status") as f:
+        log(f"loader rc={rc} {f.read().split()!r}")
+    os.makedirs(BUNDLE + "/rootfs", exist_ok=True)
+    env_list = ["PATH=/usr/bin", "ASCEND_VISIBLE_DEVICES=0"]
+    with open(BUNDLE + "/config.json", "w") as f:
+        f.write('{"ociVersion": "1.0.2", "root": {"path": "rootfs"}, "process": {"args": ["python3"], "env": ['
+                + ", ".join(f'"{e}"' for e in env_list) + "]}}")
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            container_child(ready_w, go_r, dict(e.split("=", 1) for e in env_list))
+        finally:
+            os._exit(91)
+    os.read(ready_r, 1)
+    state = f'{{"ociVersion": "1.0.2", "id": "c1", "status": "created", "pid": {pid}, "bundle": "{BUNDLE}"}}'
+    for name in sorted(os.listdir(HOOKS)):
+        path = f"{HOOKS}/{name}"
+        st = os.lstat(path)
+        if not (st.st_mode & 0o170000 == 0o100000 and st.st_mode & 0o111):
+            log(f"hook {name} skipped (not a regular executable)")
+            continue
+        rc, dt = run_hook(path, state)
+        log(f"hook {name} rc={rc} time={dt:.3f}")
+    os.write(go_w, b"g")
+    _, status = os.waitpid(pid, 0)
+    log(f"container exit={os.waitstatus_to_exitcode(status)}")
+    try:
+        with open("/run/kata-npu/c1.json") as f:
+            log("hook status " + f.read().strip())
+    except OSError as e:
+        log(f"hook status missing: {e.strerror}")
+    log(f"end uptime={uptime():.2f}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except BaseException as e:  # noqa: BLE001 - pid 1 must report, then power off
+        log(f"error {type(e).__name__}: {e}")
+    os.sync() if hasattr(os, "sync") else None
+    _reboot(0x4321FEDC)  # LINUX_REBOOT_CMD_POWER_OFF

@@ -1,0 +1,48 @@
+"""Boot test: the built initrd boots Debian's kernel under QEMU TCG and injects the stand-in NPU.
+
+Two ``edu`` devices = two chips; the driver makes the nodes 2 s after probe
+(``npu_standin.delay_ms`` on the kernel command line, read by modprobe), so the
+hook must wait for "NPU still coming up" and the container (ASCEND_VISIBLE_DEVICES=0)
+must see davinci0 only. The module is loaded by the image's own boot step.
+"""
+
+from __future__ import annotations
+
+from .boot import boot
+from .conftest import kver
+
+MANAGEMENT = ["davinci_manager", "devmm_svm", "hisi_hdc"]
+
+
+def _vmlinuz() -> str:
+    return f"/boot/vmlinuz-{kver()}"
+
+
+def test_boot_injects_visible_npu_only(image):
+    b = boot(_vmlinuz(), image / "kata-npu-initrd.img", edu=2, cmdline="npu_standin.delay_ms=2000")
+    agent = b.lines("AGENT:")
+    assert not [l for l in agent if l.startswith("error")], b.console[-3000:]
+    loader = [l for l in agent if l.startswith("loader ")]
+    assert loader in (["loader rc=0 ['state=loading', 'functions=2']"],  # modprobe runs detached:
+                      ["loader rc=0 ['state=ready', 'functions=2']"]), agent  # either may be seen first
+    hook = b.value("AGENT:", "hook 50-kata-npu")
+    assert hook.startswith("rc=0 "), hook
+    assert float(hook.split("time=")[1]) >= 1.0, "the hook did not wait for the delayed nodes"
+    assert b.value("CONTAINER:", "dev").split() == ["davinci0", *MANAGEMENT]
+    assert b.value("CONTAINER:", "open /dev/davinci0") == "ok"
+    assert b.value("CONTAINER:", "write /usr/local/Ascend/driver/lib64/probe") == "Read-only file system"
+    assert b.value("CONTAINER:", "write /usr/local/probe") == "ok"  # control: the rest of the rootfs is writable
+    assert b.value("CONTAINER:", "install_info") == "True"
+    assert b.value("CONTAINER:", "modules") == "npu_standin"
+    assert "done" in b.lines("CONTAINER:")
+
+
+def test_boot_without_npu_does_not_wait(image):
+    """No stand-in device: the boot step records "absent", loads nothing; the hook fails fast, not after 8 s."""
+    b = boot(_vmlinuz(), image / "kata-npu-initrd.img", edu=0)
+    agent = b.lines("AGENT:")
+    assert "loader rc=0 ['state=absent', 'functions=0']" in agent, b.console[-3000:]
+    hook = b.value("AGENT:", "hook 50-kata-npu")
+    assert hook.startswith("rc=1 ") and float(hook.split("time=")[1]) < 5, hook
+    assert b.value("CONTAINER:", "dev").split() == []
+    assert b.value("CONTAINER:", "modules") == ""
