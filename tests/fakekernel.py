@@ -37,6 +37,7 @@ MiB = 1 << 20
 MEM32 = 0x00040200
 MEM64_PREF = 0x0014220C
 IO = 0x00040101
+NPU_SERIAL_BASE = 0x19E5_0910_B000_0000  # standard_host's NPU i has DSN NPU_SERIAL_BASE + i
 
 
 @dataclass
@@ -183,6 +184,7 @@ class FakeKernel:
         physfn: str | None = None,
         reset_method: str | None = "flr bus",
         iommufd: bool | str = False,
+        serial: int | None = None,
         pcie: bool = True,
     ) -> Path:
         parent_dir = self.devdir(parent) if parent else self.sys / "devices/pci0000:00"
@@ -230,10 +232,8 @@ class FakeKernel:
         attrs["resource"] = "\n".join(lines) + "\n"
         for k, v in attrs.items():
             (d / k).write_text(v)
-        (d / "config").write_bytes(
-            vendor.to_bytes(2, "little") + device.to_bytes(2, "little") + bytes(4) + revision.to_bytes(1, "little")
-            + class_code.to_bytes(3, "little") + bytes((4096 if pcie else 256) - 12)  # PCIe: 4 KiB config space
-        )
+        config = config_space(vendor, device, class_code, revision, sv, sd, serial if pcie else None)
+        (d / "config").write_bytes(config if pcie else config[:256])  # PCIe: 4 KiB config space
         self._rel_link(self.sys / "bus/pci/devices" / addr, d)
         if group is not None:
             g = self.add_group(group)
@@ -375,7 +375,8 @@ class FakeKernel:
 
     def inject(self, kind: str, key: str, value=1) -> None:
         """Faults: unbind_ebusy[addr]=count, unbind_hang[addr], probe_nothing[addr]=count,
-        bind_fail[driver]=count (explicit bind to DRV fails with ENODEV), node_late[group]=seconds,
+        bind_fail[driver]=count (explicit bind to DRV fails with ENODEV), driver_refuses[driver]=count (every
+        probe by DRV fails: explicit bind, drivers_probe, new_id), node_late[group]=seconds,
         module_missing[module]."""
         f = self._load_faults()
         f.setdefault(kind, {})[key] = value
@@ -478,7 +479,8 @@ class FakeKernel:
             raise OSError(errno.ENODEV, "driver does not match")
         if drv == "vfio-pci" and self._is_bridge(addr):
             raise OSError(errno.EINVAL, "vfio-pci: not a normal header type")
-        if self._take("probe_nothing", addr) or (explicit and self._take("bind_fail", drv)):
+        if (self._take("probe_nothing", addr) or (explicit and self._take("bind_fail", drv))
+                or self._take("driver_refuses", drv)):
             raise OSError(errno.ENODEV, "probe failed")
         self._attach(drv, addr)
 
@@ -518,9 +520,19 @@ class FakeKernel:
                 return self._detach(drv, value)
             if attr == "bind":
                 return self._bind(drv, value, explicit=True)
-            if attr == "new_id":
+            if attr == "new_id":  # like the kernel: add the id, then probe every unbound device it now matches
                 v, dv = (int(x, 16) for x in value.split()[:2])
                 self.driver_ids.setdefault(drv, set()).add((v, dv))
+                for a in sorted(os.listdir(self.sys / "bus/pci/devices")):
+                    if self.driver_of(a) is None and self._ids(a) == (v, dv) and self._matches(drv, a):
+                        try:
+                            self._bind(drv, a, explicit=False)
+                        except OSError:
+                            pass
+                return None
+            if attr == "remove_id":
+                v, dv = (int(x, 16) for x in value.split()[:2])
+                self.driver_ids.get(drv, set()).discard((v, dv))
                 return None
         if parts[-1] == "driver_override":
             (self.sys / rel).write_text((value if value else "(null)") + "\n")
@@ -529,6 +541,16 @@ class FakeKernel:
             (self.sys / rel).write_text(f"{int(value)}\n")
             return None
         raise OSError(errno.EACCES, f"FakeKernel: unsupported write to {rel}")
+
+    def reboot(self) -> None:
+        """What a reboot does to driver state: overrides and manual bindings are gone, drivers match by id."""
+        for a in sorted(os.listdir(self.sys / "bus/pci/devices")):
+            (self.sys / "bus/pci/devices" / a / "driver_override").write_text("(null)\n")
+            drv = self.driver_of(a)
+            if drv:
+                self._detach(drv, a)
+        for a in sorted(os.listdir(self.sys / "bus/pci/devices")):
+            self._probe(a)
 
     def load_module(self, name: str) -> None:
         if self._load_faults().get("module_missing", {}).get(name):
@@ -543,6 +565,26 @@ class FakeKernel:
 
             raise VfioMissingError(f"modprobe {name} failed: Module {name} not found")
         self.add_driver(drv, module=name)
+
+
+def config_space(vendor: int, device: int, class_code: int, revision: int, sv: int, sd: int,
+                 serial: int | None) -> bytes:
+    """4096 bytes of PCIe config space as root reads it: type 0 header, a PCI Express capability at 0x40,
+    and extended capabilities from 0x100: AER, then the Device Serial Number (0x0003) when ``serial`` is given."""
+    c = bytearray(4096)
+    c[0:4] = vendor.to_bytes(2, "little") + device.to_bytes(2, "little")
+    c[6:8] = (0x0010).to_bytes(2, "little")  # status: capabilities list
+    c[8] = revision
+    c[9:12] = class_code.to_bytes(3, "little")
+    c[0x2C:0x30] = sv.to_bytes(2, "little") + sd.to_bytes(2, "little")
+    c[0x34] = 0x40
+    c[0x40:0x44] = bytes([0x10, 0x00, 0x02, 0x00])  # PCI Express capability v2, endpoint, end of list
+    aer_next = 0x140 if serial is not None else 0
+    c[0x100:0x104] = (0x0001 | (1 << 16) | (aer_next << 20)).to_bytes(4, "little")  # AER v1
+    if serial is not None:
+        c[0x140:0x144] = (0x0003 | (1 << 16)).to_bytes(4, "little")  # DSN v1, end of list
+        c[0x144:0x14C] = serial.to_bytes(8, "little")
+    return bytes(c)
 
 
 def standard_host(root: Path | str, *, npus: int = 2, vfio_loaded: bool = False, real_nodes: bool = False) -> FakeKernel:
@@ -568,5 +610,6 @@ def standard_host(root: Path | str, *, npus: int = 2, vfio_loaded: bool = False,
         k.add_root_port(port, group=10 + i)
         k.add_function(f"0000:{bus:02x}:00.0", 0x19E5, 0xD802, 0x120000, driver="devdrv_device_driver",
                        group=10 + i, parent=port, numa=i % 2, subsystem=(0x19E5, 0x3000),
-                       bars=[(64 * GiB, MEM64_PREF), (0, 0), (128 * MiB, MEM64_PREF)], reset_method="bus")
+                       bars=[(64 * GiB, MEM64_PREF), (0, 0), (128 * MiB, MEM64_PREF)], reset_method="bus",
+                       serial=NPU_SERIAL_BASE + i)
     return k

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from . import output
-from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError, UsageError
+from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError, RollbackFailedError, UsageError
 from .host import sysfs
 from .host.address import PciAddress, parse_many
 from .host.binder import Binder, Outcome
@@ -132,12 +132,8 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     output.table(None, ["GROUP", "VFIO", "MEMBERS"], rows)
 
 
-def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str], recorded: bool = False) -> list[PciAddress]:
+def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str]) -> list[PciAddress]:
     chosen = parse_many(addresses)
-    if recorded:  # after a reboot: bind again what the journal says we had bound
-        chosen += [a for a in c.binder(user_catalogue=False).recorded_addresses() if a not in chosen]
-        if not chosen:
-            return []
     if all_ or model:
         rows = list_rows(c.paths, c.catalogue)
         if model:
@@ -190,7 +186,8 @@ def _print_outcome(out: Outcome, as_json: bool) -> None:
         if out.op == "bind":
             output.say(f"IOMMU group {g.group}: {g.vfio_node}")
             for f in g.functions:
-                output.say(f"  {f['address']}: {f['driver']} (was {f.get('original_driver') or 'unrecorded'})")
+                was = (f["original_driver"] or "no driver") if f["recorded"] else "unrecorded"
+                output.say(f"  {f['address']}: {f['driver']} (was {was})")
             for n in g.iommufd_nodes:
                 output.say(f"  iommufd: {n}")
         else:
@@ -217,20 +214,22 @@ def bind_cmd(
     node_timeout: float = typer.Option(10.0, "--node-timeout", help="Seconds to wait for /dev/vfio/N."),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout", help="Seconds to wait for another kata-npu run."),
     as_json: bool = typer.Option(False, "--json"),
-) -> None:
+) -> Optional[int]:
     """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
     c: Ctx = ctx.obj
-    chosen = _select_for_bind(c, addresses or [], all_, model, recorded)
-    if recorded and not chosen:
-        _print_outcome(Outcome("bind"), as_json)
-        return
+    if recorded:
+        if addresses or all_ or model or force:
+            raise BadAddressError("--recorded binds what the journal records, by identity: name no devices, no --force")
+        return _bind_recorded(c, dry_run, as_json, unbind_timeout=unbind_timeout, node_timeout=node_timeout,
+                              lock_timeout=lock_timeout)
+    chosen = _select_for_bind(c, addresses or [], all_, model)
     b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout)
     if dry_run:
         _print_plan(b.plan_bind(chosen, force), as_json)
         return
     c.require_root("bind")
     with b.locked():
-        recovered = b.recover()
+        recovered = _recover_first(b)
         plan = b.plan_bind(chosen, force)
         for g in plan.groups:
             for f in g.forced:
@@ -240,6 +239,40 @@ def bind_cmd(
     _print_outcome(out, as_json)
 
 
+def _bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
+    """Boot-time re-bind by identity; exit 13 (partial) when a recorded device was named and left alone."""
+    from .errors import PartialError
+    from .host.rebind import match_recorded, rebind_recorded
+
+    b = c.binder(user_catalogue=False, **kw)  # a broken devices.d never blocks the boot re-bind
+    if dry_run:
+        m = match_recorded(b, b.journal.load().devices)
+        if as_json:
+            output.emit_json({"ok": not m.skipped, "dry_run": True, "found": sorted(m.found), "moved": m.moved,
+                              "skipped": m.skipped})
+        else:
+            for a in sorted(m.found):
+                output.say(f"{a}: recorded device present; would bind its group")
+            for old, new in m.moved.items():
+                output.say(f"{old}: recorded serial found at {new}; would follow it")
+            for line in m.skipped:
+                output.say(line)
+            output.say("dry run: nothing was changed")
+        return PartialError.exit_code if m.skipped else 0
+    c.require_root("bind")
+    with b.locked():
+        recovered = _recover_first(b)
+        out = rebind_recorded(b)
+    out.recovered = recovered
+    for line in out.skipped:
+        output.warn(line)
+    _print_outcome(out, as_json)
+    if out.skipped:
+        output.warn(f"partial: {len(out.skipped)} recorded device(s) or group(s) left alone (exit {PartialError.exit_code})")
+        return PartialError.exit_code
+    return 0
+
+
 @app.command("unbind")
 def unbind_cmd(
     ctx: typer.Context,
@@ -247,6 +280,7 @@ def unbind_cmd(
     all_: bool = typer.Option(False, "--all", help="Everything kata-npu bound (from the journal)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n"),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
+    to_default: bool = typer.Option(False, "--to-default", help="Ignore the recorded driver: clear driver_override and let the kernel choose (resolves a stuck record)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
@@ -265,24 +299,52 @@ def unbind_cmd(
         return
     c.require_root("unbind")
     with b.locked():
-        recovered = b.recover()
-        out = b.unbind(b.plan_unbind(chosen))
+        recovered = _recover_first(b)
+        out = b.unbind(b.plan_unbind(chosen), to_default=to_default)
     out.recovered = recovered
     _print_outcome(out, as_json)
 
 
+def _recover_first(b: Binder) -> str | None:
+    """Close a crashed run's transaction before our own; stuck functions are named, never a blocker."""
+    msg, _ = b.recover()
+    for r in b.journal.load().stuck:
+        output.warn(f"stuck: {r.address}: {r.stuck} (see kata-npu recover)")
+    return msg
+
+
 @app.command("recover")
-def recover_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Finish or roll back a transaction that a crashed run left in the journal."""
+def recover_cmd(
+    ctx: typer.Context,
+    forget: List[str] = typer.Option(None, "--forget", help="Drop the journal record of ADDR (after resolving it by hand)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Finish or roll back a transaction a crashed run left, then retry giving back stuck functions."""
     c: Ctx = ctx.obj
     c.require_root("recover")
     b = c.binder(user_catalogue=False)
+    forgotten: list[str] = []
     with b.locked():
-        msg = b.recover()
+        msg, _ = b.recover()
+        if forget:
+            forgotten = b.forget([str(a) for a in parse_many(forget)])
+            missing = sorted({str(a) for a in parse_many(forget)} - set(forgotten))
+            if missing:
+                output.warn(f"no journal record for {', '.join(missing)}")
+        restored, stuck = b.retry_stuck()
     if as_json:
-        output.emit_json({"ok": True, "recovered": msg})
+        output.emit_json({"ok": not stuck, "recovered": msg, "restored": restored, "forgotten": forgotten,
+                          "stuck": [r.to_json() for r in stuck]})
     else:
         output.say(msg or "nothing to recover")
+        for a in forgotten:
+            output.say(f"forgot {a}")
+        for a in restored:
+            output.say(f"restored stuck {a}")
+    if stuck:
+        from .host.binder import stuck_summary
+
+        raise RollbackFailedError("still stuck: " + stuck_summary(stuck))
 
 
 @app.command("status")
@@ -302,9 +364,9 @@ def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
             node = c.paths.strip(p) if p.exists() else None
         ok = bool(f and f.on_vfio and node)
         rows.append({
-            "address": addr, "original_driver": rec.get("original_driver"), "driver": f.driver if f else None,
+            **rec.to_json(), "driver": f.driver if f else None,
             "iommu_group": f.iommu_group if f else None, "vfio_node": node,
-            "state": "bound" if ok else "missing" if not present else "drifted",
+            "state": "stuck" if rec.stuck else "bound" if ok else "missing" if not present else "drifted",
         })
     tx = state.transaction
     pending = {"op": tx.op, "id": tx.id, "pid": tx.pid, "functions": len(tx.functions)} if tx else None
@@ -313,11 +375,141 @@ def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
         return
     if pending:
         output.warn(f"interrupted {tx.op} transaction {tx.id} (pid {tx.pid}): run `kata-npu recover`")
+    for r in state.stuck:
+        output.warn(f"stuck: {r.address}: {r.stuck} (kata-npu recover retries; --forget ADDR drops the record)")
     if not rows:
         output.say("kata-npu has bound nothing")
         return
     output.table(None, ["ADDRESS", "ORIGINAL", "NOW", "GROUP", "VFIO", "STATE"],
                  [(r["address"], r["original_driver"], r["driver"], r["iommu_group"], r["vfio_node"], r["state"]) for r in rows])
+
+
+@app.command("apply")
+def apply_cmd(
+    ctx: typer.Context,
+    file: Optional[str] = typer.Option(None, "--file", "-f", help="Desired-state file (default /etc/kata-npu/node.yaml under --root)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the difference from now, change nothing."),
+    prune: bool = typer.Option(False, "--prune", help="Give back to the host what kata-npu bound and the file no longer declares."),
+    lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> Optional[int]:
+    """Bind what the desired-state file declares; leave as-declared groups untouched; exit 14 when partial."""
+    from pathlib import Path
+
+    from .host import apply as applying, desired
+
+    c: Ctx = ctx.obj
+    path = Path(file) if file else c.paths.config_dir / "node.yaml"
+    state = desired.load(path, file or c.paths.strip(path))
+    b = c.binder(lock_timeout=lock_timeout)
+    if dry_run:
+        plan = applying.plan_apply(b, c.catalogue, state)
+        res = applying.ApplyResult(plan, prune)
+    else:
+        c.require_root("apply")
+        with b.locked():
+            recovered = _recover_first(b)
+            res = applying.apply(b, applying.plan_apply(b, c.catalogue, state), prune)
+            res.recovered = recovered
+    _print_apply(res, dry_run, as_json)
+    from .errors import PartialError
+
+    return PartialError.exit_code if res.problems else 0
+
+
+def _print_apply(res, dry_run: bool, as_json: bool) -> None:
+    if as_json:
+        output.emit_json({**res.to_json(), "dry_run": dry_run})
+        return
+    if res.recovered:
+        output.say(f"recovered: {res.recovered}")
+    p = res.plan
+    for g in p.keep:
+        output.say(f"= IOMMU group {g.group}: {', '.join(g.addresses)}: as declared ({g.detail}); untouched")
+    for g in p.bind:
+        done = "" if dry_run else (" done" if g.group in res.bound else " FAILED")
+        output.say(f"+ IOMMU group {g.group}: bind {', '.join(g.addresses)} ({g.detail}){done}")
+    for g in p.prune:
+        if res.pruning:
+            done = "" if dry_run else (" done" if g.group in res.given_back else " FAILED")
+            output.say(f"- IOMMU group {g.group}: give back {', '.join(g.addresses)} ({g.detail}){done}")
+        else:
+            output.say(f"! IOMMU group {g.group}: {', '.join(g.addresses)} bound but no longer declared; kept (--prune gives it back)")
+    for line in res.problems:
+        output.warn(line)
+    if dry_run:
+        output.say("dry run: nothing was changed")
+    elif not (p.bind or (p.prune and res.pruning)):
+        output.say("nothing to change: the node is as declared")
+
+
+persist_app = typer.Typer(help="Keep the desired state across reboots and hot-plug: systemd units, udev rule, modprobe.d.")
+app.add_typer(persist_app, name="persist")
+
+
+def _persist_render(c: Ctx, recorded: bool, exe: Optional[str]):
+    from .host import desired, persist
+
+    mode = "recorded" if recorded else "apply"
+    state = None if recorded else desired.load(c.paths.config_dir / "node.yaml", c.paths.strip(c.paths.config_dir / "node.yaml"))
+    path = persist.installed_exe(exe)
+    return mode, path, persist.render(path, mode, state, c.catalogue)
+
+
+@persist_app.command("enable")
+def persist_enable(
+    ctx: typer.Context,
+    recorded: bool = typer.Option(False, "--recorded", help="Re-bind the journal's devices (bind --recorded) instead of applying /etc/kata-npu/node.yaml."),
+    exe: Optional[str] = typer.Option(None, "--exe", help="kata-npu executable the units run (default: the one running now)."),
+) -> None:
+    """Install the boot unit (before containerd/kubelet), the hot-plug unit + udev rule, and the modprobe.d softdep."""
+    from .host import persist
+
+    c: Ctx = ctx.obj
+    c.require_root("persist enable")
+    mode, path, arts = _persist_render(c, recorded, exe)
+    for f in persist.enable(c.paths, arts, mode, path):
+        output.say(f"installed {f}")
+    output.say(f"boot and hot-plug run: {path} " + ("bind --recorded" if recorded else f"apply -f {persist.DESIRED}"))
+
+
+@persist_app.command("disable")
+def persist_disable(ctx: typer.Context) -> None:
+    """Remove everything `persist enable` installed."""
+    from .host import persist
+
+    c: Ctx = ctx.obj
+    c.require_root("persist disable")
+    gone = persist.disable(c.paths)
+    for f in gone:
+        output.say(f"removed {f}")
+    if not gone:
+        output.say("nothing installed")
+
+
+@persist_app.command("status")
+def persist_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> Optional[int]:
+    """Whether the units are installed and still what `enable` would write now (exit 1 if not)."""
+    from .host import persist
+
+    c: Ctx = ctx.obj
+    st = persist.status(c.paths, None)
+    if st["enabled"]:
+        try:
+            st = persist.status(c.paths, _persist_render(c, st["mode"] == "recorded", st["exe"])[2])
+        except KataNpuError as e:
+            output.warn(f"cannot render the units to compare: {e}")
+    if as_json:
+        output.emit_json(st)
+    elif not st["enabled"]:
+        output.say("not enabled (kata-npu persist enable)")
+    else:
+        output.say(f"enabled: {st['mode']} via {st['exe']}")
+        for f, v in st["files"].items():
+            output.say(f"  {v:8s} {f}")
+        if not st["ok"]:
+            output.say("re-run `kata-npu persist enable` to refresh")
+    return 0 if st["ok"] else 1
 
 
 @app.command("exit-codes", hidden=False)

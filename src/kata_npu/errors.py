@@ -119,6 +119,13 @@ def from_os_error(e: OSError, doing: str = "") -> KataNpuError:
     return FileIOError(f"{what.strip() or 'I/O'}: {reason}")
 
 
+class PartialError(KataNpuError):
+    """Some of the requested devices were handled, others named and left alone (boot re-bind, apply)."""
+
+    exit_code = 13
+    kind = "partial"
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected error",
@@ -133,6 +140,7 @@ EXIT_CODES = {
     10: "bind/unbind failed; every touched function was restored",
     11: "rollback failed; device state needs attention",
     12: "configuration error",
+    13: "partial: some devices done, the others named and left untouched",
     14: "no matching accelerators (--all / --model selected nothing)",
     15: "a file could not be read or written (message names it)",
     16: "in use: a process (a VM) holds /dev/vfio/N or /dev/vfio/devices/vfioX (message names pid and command)",

@@ -158,3 +158,35 @@ def test_bad_input_on_real_kernel(clean):
     for args, code in [("bind 0000:7f:00.0", 3), ("bind 7f:00", 3), ("bind 00:11.0", 4), ("bind 00:1f.2", 4)]:
         r = vm.run(f"kata-npu {args}")
         assert r.rc == code and "Traceback" not in r.out, (args, r)
+
+
+def test_pci_stub_by_override_comes_back_exactly(clean):
+    """Exact restore on 6.1: a function the admin put on pci-stub (which claims only by driver_override or
+    new_id) returns to pci-stub with its override after bind + unbind, not to its id-matched e1000e."""
+    vm = clean
+    a, d = "0000:04:00.0", "/sys/bus/pci/devices/0000:04:00.0"
+    vm.ok("modprobe pci-stub")
+    vm.ok(f"echo pci-stub > {d}/driver_override; echo {a} > {d}/driver/unbind; echo {a} > /sys/bus/pci/drivers_probe")
+    assert kernel_state(vm)[a] == ("pci-stub", "pci-stub")
+    r = vm.run(f"kata-npu bind {a}")
+    assert r.rc == 0, r
+    assert kernel_state(vm)[a] == ("vfio-pci", "vfio-pci")
+    r = vm.run(f"kata-npu unbind {a}")
+    assert r.rc == 0, r
+    assert kernel_state(vm)[a] == ("pci-stub", "pci-stub")
+    assert json.loads(vm.ok("cat /var/lib/kata-npu/state.json"))["devices"] == {}
+
+
+def test_pci_stub_by_new_id_comes_back_exactly(clean):
+    vm = clean
+    a, d = "0000:04:00.0", "/sys/bus/pci/devices/0000:04:00.0"
+    vm.ok("modprobe pci-stub")
+    vm.ok(f"echo {a} > {d}/driver/unbind; echo '8086 10d3' > /sys/bus/pci/drivers/pci-stub/new_id; "
+          "echo '8086 10d3' > /sys/bus/pci/drivers/pci-stub/remove_id")
+    assert kernel_state(vm)[a] == ("pci-stub", "(null)")
+    assert vm.run(f"kata-npu bind {a}").rc == 0
+    r = vm.run(f"kata-npu unbind {a}")
+    assert r.rc == 0, r
+    state = kernel_state(vm)
+    assert state[a] == ("pci-stub", "(null)"), state
+    assert state["0000:03:00.0"] == ("e1000e", "(null)")

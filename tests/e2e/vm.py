@@ -153,6 +153,8 @@ class Layout:
     """Stand-in devices: each entry is one pcie-root-port slot holding 1..8 e1000e functions."""
 
     slots: list[int] = field(default_factory=lambda: [1])
+    models: dict[int, str] = field(default_factory=dict)  # slot (1-based) -> QEMU device instead of e1000e
+    macs: dict[tuple[int, int], str] = field(default_factory=dict)  # (slot, fn) -> MAC: a card moved to another slot
 
     @classmethod
     def standard(cls) -> "Layout":
@@ -164,7 +166,10 @@ class Layout:
         for i, n in enumerate(self.slots, start=1):
             args += ["-device", f"pcie-root-port,id=rp{i},chassis={i},slot={i},bus=pcie.0,addr={0x10 + i:#x}"]
             for fn in range(n):
-                opts = f"e1000e,bus=rp{i},addr=0.{fn},romfile="
+                # a fixed MAC per slot/function: e1000e's Device Serial Number is derived from it, so a card
+                # keeps its serial across boots whatever else is plugged in (QEMU's default MACs count up)
+                mac = self.macs.get((i, fn), f"52:54:00:4e:{i:02x}:{fn:02x}")
+                opts = f"{self.models.get(i, 'e1000e')},bus=rp{i},addr=0.{fn},romfile=,mac={mac}"
                 if n > 1 and fn == 0:
                     opts += ",multifunction=on"
                 args += ["-device", opts]

@@ -26,7 +26,13 @@ def test_bind_single_function_group(fake_host, capsys):
     assert "--runtime io.containerd.kata.v2 --runtime-config-path /etc/kata-containers/configuration-qemu-npu.toml --device /dev/vfio/10" in doc["ctr_command"]
     rec = journal(fake_host)["devices"][NPU0]
     assert rec["original_driver"] == "devdrv_device_driver" and rec["original_module"] == "drv_pcie_host"
+    assert rec["vfio_driver"] == "vfio-pci" and rec["requested"] and rec["phase"] == "bound"
+    assert rec["identity"] == {"vendor": "19e5", "device": "d802", "subsystem_vendor": "19e5",
+                               "subsystem_device": "3000", "class_code": "120000", "serial": "19e50910b0000000"}
     assert journal(fake_host)["transaction"] is None
+    f = g["functions"][0]  # --json output carries the same record, plus the driver now
+    assert f["driver"] == "vfio-pci" and f["recorded"] and f["identity"] == rec["identity"]
+    assert {k: v for k, v in f.items() if k not in ("driver", "recorded")} == rec
 
 
 def test_unbind_restores_original_driver(fake_host, capsys):

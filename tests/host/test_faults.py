@@ -65,20 +65,82 @@ def test_node_that_never_appears_fails_and_rolls_back(fk):
     _restored(fk)
 
 
-def test_failed_rollback_keeps_journal_and_next_run_recovers(fk):
-    shared_group(fk)
-    fk.inject("unbind_ebusy", B, 1)
-    fk.inject("bind_fail", "e1000e", 1)  # giving A back to e1000e fails once
-    fk.driver_ids["e1000e"] = set()  # ...and the kernel's own matching cannot rescue it
-    rc, out, err = cli(fk, "bind", A)
-    assert rc == 11 and "rollback also failed" in err
-    assert journal(fk)["transaction"]["op"] == "bind"
-    rc, out, err = cli(fk, "status")
-    assert "interrupted bind transaction" in err
-    fk.driver_ids["e1000e"] = {(0x8086, 0x10D3)}
-    rc, out, err = cli(fk, "recover")
-    assert rc == 0 and "rolled back interrupted bind of 2 function(s)" in out
-    _restored(fk)
+def test_failed_rollback_leaves_a_safe_stuck_entry_that_blocks_nobody(fake_host):
+    k = shared_group(fake_host)
+    k.inject("unbind_ebusy", B, 1)
+    k.inject("driver_refuses", "e1000e", 3)  # A cannot go back: bind, reprobe, and default reprobe all fail
+    rc, out, err = cli(k, "bind", A)
+    assert rc == 11 and "rollback also failed" in err and f"{A}: " in err and "left on vfio-pci" in err, err
+    assert drivers(k, A, B) == {A: "vfio-pci", B: "e1000e"}  # A safe on vfio-pci, never driverless
+    j = journal(k)
+    assert j["transaction"] is None  # closed: nothing else is blocked
+    assert j["devices"][A]["stuck"] and j["devices"][A]["safe_driver"] == "vfio-pci"
+    assert j["devices"][A]["original_driver"] == "e1000e" and B not in j["devices"]
+    rc, out, err = cli(k, "status")
+    assert rc == 0 and f"stuck: {A}" in err
+    # other devices bind and unbind normally, with the stuck entry named
+    rc, out, err = cli(k, "bind", "81:00.0")
+    assert rc == 0 and f"stuck: {A}" in err and k.driver_of("0000:81:00.0") == "vfio-pci", err
+    assert cli(k, "unbind", "81:00.0")[0] == 0 and k.driver_of("0000:81:00.0") == "devdrv_device_driver"
+    # the operator's command: recover retries the stuck entry; now the driver takes it back
+    rc, out, err = cli(k, "recover")
+    assert rc == 0 and f"restored stuck {A}" in out, err
+    _restored(k)
+
+
+def test_stuck_entry_resolved_by_forget_or_to_default(fake_host):
+    k = shared_group(fake_host)
+    k.inject("unbind_ebusy", B, 1)
+    k.inject("driver_refuses", "e1000e", 3)
+    assert cli(k, "bind", A)[0] == 11
+    k.inject("driver_refuses", "e1000e", 5)
+    rc, out, err = cli(k, "recover")
+    assert rc == 11 and "still stuck" in err and journal(k)["devices"][A]["stuck"]
+    assert k.driver_of(A) == "vfio-pci"
+    # the operator takes the kernel's default driver instead of the recorded one
+    k.inject("driver_refuses", "e1000e", 0)
+    rc, out, err = cli(k, "unbind", "--to-default", A)
+    assert rc == 0, err
+    assert drivers(k, A, B) == {A: "e1000e", B: "e1000e"} and k.override_of(A) is None
+    assert journal(k)["devices"] == {}
+    # or resolves it by hand and drops the record: forgetting changes no device
+    k.inject("unbind_ebusy", B, 1)
+    k.inject("driver_refuses", "e1000e", 3)
+    assert cli(k, "bind", A)[0] == 11 and journal(k)["devices"][A]["stuck"]
+    rc, out, err = cli(k, "recover", "--forget", A)
+    assert rc == 0 and f"forgot {A}" in out and journal(k)["devices"] == {}, err
+    assert k.driver_of(A) == "vfio-pci"
+
+
+def test_pci_stub_function_comes_back_to_pci_stub_with_its_override(fake_host):
+    """Exact restore: pci-stub claims only by driver_override or new_id, never by a plain reprobe."""
+    k = fake_host
+    k.add_driver("pci-stub", module="pci_stub")  # no id table, like the real pci-stub without ids=
+    npu = "0000:82:00.0"
+    k.write(k.sys / f"bus/pci/devices/{npu}/driver_override", "pci-stub")
+    k.write(k.sys / "bus/pci/drivers/devdrv_device_driver/unbind", npu)
+    k.write(k.sys / "bus/pci/drivers_probe", npu)
+    assert k.driver_of(npu) == "pci-stub" and k.override_of(npu) == "pci-stub"
+    assert cli(k, "bind", npu)[0] == 0 and k.driver_of(npu) == "vfio-pci"
+    assert journal(k)["devices"][npu]["original_override"] == "pci-stub"
+    rc, out, err = cli(k, "unbind", npu)
+    assert rc == 0, err
+    assert k.driver_of(npu) == "pci-stub" and k.override_of(npu) == "pci-stub"
+
+
+def test_pci_stub_by_new_id_comes_back_without_an_override(fake_host):
+    k = fake_host
+    k.add_driver("pci-stub", module="pci_stub")
+    npu = "0000:82:00.0"
+    k.write(k.sys / "bus/pci/drivers/devdrv_device_driver/unbind", npu)
+    k.write(k.sys / "bus/pci/drivers/pci-stub/new_id", "19e5 d802")
+    k.write(k.sys / "bus/pci/drivers/pci-stub/remove_id", "19e5 d802")  # as admins do after claiming
+    assert k.driver_of(npu) == "pci-stub" and k.override_of(npu) is None
+    assert cli(k, "bind", npu)[0] == 0
+    assert cli(k, "unbind", npu)[0] == 0
+    # a reprobe would give it to devdrv_device_driver (the id match); exact restore brings pci-stub back
+    assert k.driver_of(npu) == "pci-stub" and k.override_of(npu) is None
+    assert k.driver_of("0000:81:00.0") == "devdrv_device_driver"
 
 
 def test_host_critical_group_is_refused_with_reason(fk):

@@ -2,6 +2,7 @@
 
 import pytest
 
+from kata_npu.host.journal import FunctionRecord
 from kata_npu.errors import RefusedError
 from kata_npu.host.address import PciAddress
 from kata_npu.host.model import IommuGroup, PciFunction
@@ -65,7 +66,7 @@ def test_requested_bridge_refused():
 
 def test_unbind_plan_uses_records_or_kernel_default():
     g = group(fn(A, "vfio-pci", override="vfio-pci"), fn(B, "vfio-pci", override="vfio-pci"))
-    rec = {str(A): {"original_driver": "devdrv_device_driver", "original_override": None, "original_module": "drv"}}
+    rec = {str(A): FunctionRecord(str(A), "devdrv_device_driver", None, "drv", "vfio-pci")}
     plan = plan_unbind([(g, {A})], rec, {})
     a, b = plan.steps
     assert a.action == RESTORE and a.target_driver == "devdrv_device_driver" and not a.kernel_default

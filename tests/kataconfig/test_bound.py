@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from fakekernel import standard_host
 from kata_npu.host.binder import GroupResult, Outcome
-from kata_npu.host.journal import Journal, State
+from kata_npu.host.journal import FunctionRecord, Journal, State
 from kata_npu.host.paths import HostPaths
 from kata_npu.kataconfig import bound, render, runargs, values
 from realtools import require
@@ -62,13 +62,13 @@ def test_one_definition_for_run_args_render_and_runtimeclass(host):
 def test_what_kata_npu_bound_counts_even_if_not_catalogued(host):
     """The journal is the other half of the definition: a NIC bound *by kata-npu* is meant for the VM."""
     j = Journal(HostPaths(host.root))
-    j.save(State(devices={NIC: {"original_driver": "e1000e"}}))
+    j.save(State(devices={NIC: FunctionRecord(NIC, "e1000e", None, "e1000e", "vfio-pci")}))
     vals = json.loads(run(host, "config", "render", "--bound", "--arch", "x86_64", "--json-values").output)
     assert vals["groups"] == [2, 10, 11, 12] and vals["pcie_root_port"] == 4
     argv = json.loads(run(host, "run-args", "--json").output)["argv"]
     assert "/dev/vfio/2" in argv
     # recorded but drifted back to its host driver: named in a note, not passed
-    j.save(State(devices={"0000:00:1f.2": {"original_driver": "ahci"}}))
+    j.save(State(devices={"0000:00:1f.2": FunctionRecord("0000:00:1f.2", "ahci", None, "ahci", "vfio-pci")}))
     r = run(host, "config", "render", "--bound", "--arch", "x86_64", "--json-values")
     assert "0000:00:1f.2" in r.stderr and json.loads(r.stdout)["groups"] == [10, 11, 12]
 

@@ -25,7 +25,8 @@ from ..errors import (
 from . import sysfs
 from .address import PciAddress
 from .catalogue import Catalogue
-from .journal import Journal, State, Transaction, TxFunction, host_lock
+from .identity import read_identity
+from .journal import FunctionRecord, Journal, State, Transaction, host_lock
 from .kernel import DeadlineExceeded, Kernel, run_with_deadline
 from .model import IommuGroup
 from .paths import HostPaths, vfio_cdev
@@ -51,7 +52,7 @@ class GroupResult:
     group: int
     vfio_node: str | None
     iommufd_nodes: list[str]
-    functions: list[dict]
+    functions: list[dict]  # FunctionRecord.to_json() of each endpoint + "driver" (now) + "recorded"
 
     @property
     def ctr_args(self) -> list[str]:
@@ -69,6 +70,8 @@ class Outcome:
     changed: int = 0
     recovered: str | None = None
     notes: list[str] = field(default_factory=list)
+    stuck: list[FunctionRecord] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line per device left alone (re-bind, apply)
 
     def ctr_command(self) -> str | None:
         """The same line `kata-npu run-args` prints (one builder: kataconfig.runargs)."""
@@ -78,9 +81,10 @@ class Outcome:
         return ctr_run_line(nodes) if nodes else None
 
     def to_json(self) -> dict:
-        return {"ok": True, "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,
+        return {"ok": not (self.skipped or self.stuck), "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,
                 "groups": [g.to_json() for g in self.groups], "ctr_command": self.ctr_command(),
-                "notes": self.notes}
+                "notes": self.notes, "stuck": [r.to_json() for r in self.stuck], "skipped": self.skipped,
+                "partial": bool(self.skipped)}
 
 
 @dataclass
@@ -180,99 +184,174 @@ class Binder:
         self._deadline_write(self.paths.drivers_probe, addr, self.probe_timeout, f"drivers_probe {addr}")
 
     # ---------------------------------------------------------------- bind one / restore one
-    def _bind_one(self, tf: TxFunction, state: State, index: int) -> None:
+    def _bind_one(self, tf: FunctionRecord, state: State, index: int) -> None:
         addr = tf.address
-        self._write(self._dev(addr) / "driver_override", tf.target_driver, f"write driver_override of {addr}")
+        self._write(self._dev(addr) / "driver_override", tf.vfio_driver, f"write driver_override of {addr}")
         self._advance(tf, "override", state, index)
         cur = self._driver(addr)
-        if cur and cur != tf.target_driver:
+        if cur and cur != tf.vfio_driver:
             self._unbind_current(addr, cur)
         self._advance(tf, "unbound", state, index)
-        if self._driver(addr) != tf.target_driver:
+        if self._driver(addr) != tf.vfio_driver:
             self._probe(addr)
         self._advance(tf, "probed", state, index)
-        got = self._wait_driver(addr, tf.target_driver)
-        if got != tf.target_driver:
+        got = self._wait_driver(addr, tf.vfio_driver)
+        if got != tf.vfio_driver:
             raise StepError(
-                f"drivers_probe reported success but {addr} is bound to {got or 'no driver'}, not {tf.target_driver}"
+                f"drivers_probe reported success but {addr} is bound to {got or 'no driver'}, not {tf.vfio_driver}"
             )
         self._advance(tf, "verified", state, index)
 
-    def _advance(self, tf: TxFunction, phase: str, state: State, index: int) -> None:
+    def _advance(self, tf: FunctionRecord, phase: str, state: State, index: int) -> None:
         tf.phase = phase
         self.journal.save(state)
         self._crash_point(phase, index)
 
-    def restore_one(self, tf: TxFunction) -> str | None:
-        """Bring one function back to its recorded driver and override. Idempotent."""
+    def _set_override(self, addr: str, value: str | None) -> None:
+        self._write(self._dev(addr) / "driver_override", value or "\n", f"write driver_override of {addr}")
+
+    def restore_one(self, tf: FunctionRecord) -> str | None:
+        """Bring one function back to its recorded driver and driver_override. Idempotent.
+
+        The recorded driver is reached through a temporary ``driver_override`` naming it, because that is
+        the one means every PCI driver honours: pci-stub (and any driver whose ids were added with
+        ``new_id``, lost at module reload) matches nothing by id, so a plain ``bind`` or reprobe would hand
+        the function to its id-matched driver instead. The recorded override is written last.
+        """
         addr = tf.address
         if not self._dev(addr).exists():
             raise StepError(f"{addr} disappeared from sysfs (hot-removed?)")
-        self._write(self._dev(addr) / "driver_override", tf.original_override or "\n",
-                    f"restore driver_override of {addr}")
         want = tf.original_driver
         cur = self._driver(addr)
-        if cur is not None and cur == want:
-            return cur
-        if cur is not None:
-            self._unbind_current(addr, cur)
-        if want is None:
-            if tf.kernel_default:
+        if want is None or cur == want:
+            self._set_override(addr, tf.original_override)
+            if cur is not None and cur != want:
+                self._unbind_current(addr, cur)
+            if tf.kernel_default and self._driver(addr) is None:
                 self._probe(addr)
-                return self._driver(addr)  # whatever the kernel picked
-            return None
+            return self._driver(addr)  # kernel default: whatever the kernel picked
         if not (self.paths.pci_drivers / want).is_dir():
             module = tf.original_module or want.replace("-", "_")
             try:
                 self.kernel.load_module(module)
             except KataNpuError as e:
                 raise StepError(f"cannot load {module} to give {addr} back to {want}: {e}") from None
+        self._set_override(addr, want)
         try:
-            self._deadline_write(self.paths.pci_drivers / want / "bind", addr, self.probe_timeout,
-                                 f"bind {addr} to {want}")
-        except StepError:
-            if self._driver(addr) is None:
-                self._probe(addr)  # the kernel's own matching may still succeed
-        got = self._wait_driver(addr, want)
+            if cur is not None:
+                self._unbind_current(addr, cur)
+            try:
+                self._deadline_write(self.paths.pci_drivers / want / "bind", addr, self.probe_timeout,
+                                     f"bind {addr} to {want}")
+            except StepError:
+                if self._driver(addr) is None:
+                    self._probe(addr)  # the kernel's own matching (still only to `want`) may succeed
+            got = self._wait_driver(addr, want)
+        finally:
+            self._set_override(addr, tf.original_override)
         if got != want:
             raise StepError(f"{addr} did not return to {want} (driver now: {got or 'none'})")
         return got
 
-    def _rollback(self, tx: Transaction, state: State, reverse: bool = True) -> list[str]:
-        failures = []
-        for tf in reversed(tx.functions) if reverse else tx.functions:
+    def _safe_state(self, tf: FunctionRecord) -> str | None:
+        """After a failed restore: never leave a function driverless. Its default driver, else vfio-pci."""
+        addr = tf.address
+        if not self._dev(addr).exists():
+            return None
+        cur = self._driver(addr)
+        if cur is not None:
+            return cur  # still on vfio-pci (unbind refused) or on what the kernel's reprobe picked
+        for override in (None, tf.vfio_driver or "vfio-pci"):
             try:
-                self.restore_one(tf)
-                self.log(f"restored {tf.address} to {tf.original_driver or 'no driver'}")
+                self._set_override(addr, override)
+                self._probe(addr)
+            except StepError:
+                continue
+            got = self._wait_driver(addr, override) if override else self._driver(addr)
+            if got:
+                return got
+        return None
+
+    def _override_ok(self, tf: FunctionRecord) -> bool:
+        try:
+            self._set_override(tf.address, tf.original_override)
+            return True
+        except StepError:
+            return False
+
+    def _give_back(self, functions: list[FunctionRecord], state: State, keep_records: bool = False) -> list[FunctionRecord]:
+        """Restore each function; a failure becomes a stuck record in a safe state, never a blocker.
+
+        ``keep_records`` (undoing a bind): functions that had a record before the bind keep it.
+        """
+        stuck = []
+        for tf in functions:
+            try:
+                got = self.restore_one(tf)
+                self.log(f"restored {tf.address} to {got or 'no driver'}")
             except StepError as e:
-                failures.append(str(e))
-        return failures
+                tf.safe_driver = self._safe_state(tf)
+                if not (tf.safe_driver and tf.safe_driver == tf.original_driver and self._override_ok(tf)):
+                    tf.stuck = f"{e}; left on {tf.safe_driver or 'no driver (reboot to recover it)'}"
+                    tf.phase = "stuck"
+                    state.devices[tf.address] = tf
+                    stuck.append(tf)
+                    self.log(f"stuck: {tf.address}: {tf.stuck}")
+                    self.journal.save(state)
+                    continue
+                self.log(f"restored {tf.address} to {tf.safe_driver} by reprobe after: {e}")
+            tf.safe_driver = None
+            if keep_records and tf.bound_at is not None:  # recorded before this bind (a re-bind after a
+                tf.phase = "recorded"  # reboot): the record must outlive the failed attempt
+                state.devices[tf.address] = tf
+            else:
+                state.devices.pop(tf.address, None)
+            self.journal.save(state)
+        return stuck
 
     # ---------------------------------------------------------------- recovery
-    def recover(self) -> str | None:
-        """Finish or undo a transaction a crashed run left behind. Caller holds the lock."""
+    def recover(self) -> tuple[str | None, list[FunctionRecord]]:
+        """Finish or undo a transaction a crashed run left behind. Caller holds the lock.
+
+        Never raises for a function that cannot be given back: it is left in a safe state and recorded as
+        stuck, and the transaction is closed so every other device stays usable.
+        """
         state = self.journal.load()
         tx = state.transaction
         if tx is None:
-            return None
+            return None, []
         self.log(f"found interrupted {tx.op} transaction {tx.id} of pid {tx.pid}; recovering")
         if tx.op == "bind":
-            failures = self._rollback(tx, state, reverse=True)
+            stuck = self._give_back(list(reversed(tx.functions)), state, keep_records=True)
             verb = "rolled back"
         else:
-            failures = self._rollback(tx, state, reverse=False)
+            stuck = self._give_back(list(tx.functions), state)
             verb = "completed"
-            if not failures:
-                for tf in tx.functions:
-                    state.devices.pop(tf.address, None)
-        if failures:
-            raise RollbackFailedError(
-                f"interrupted {tx.op} {tx.id} could not be {verb}: " + "; ".join(failures)
-                + f" (journal kept at {self.paths.strip(self.journal.path)})"
-            )
         state.transaction = None
         self.journal.save(state)
-        return f"{verb} interrupted {tx.op} of {len(tx.functions)} function(s) left by pid {tx.pid}"
+        msg = f"{verb} interrupted {tx.op} of {len(tx.functions)} function(s) left by pid {tx.pid}"
+        if stuck:
+            msg += f"; {len(stuck)} stuck: " + "; ".join(f"{r.address}: {r.stuck}" for r in stuck)
+        return msg, stuck
+
+    def retry_stuck(self) -> tuple[list[str], list[FunctionRecord]]:
+        """Try again to give every stuck function back to its recorded driver. Caller holds the lock."""
+        state = self.journal.load()
+        pending = state.stuck
+        if not pending:
+            return [], []
+        for r in pending:
+            r.stuck = None
+        still = self._give_back(pending, state)
+        left = {r.address for r in still}
+        return [r.address for r in pending if r.address not in left], still
+
+    def forget(self, addresses: list[str]) -> list[str]:
+        """Drop journal records (the operator resolved them by hand). Caller holds the lock."""
+        state = self.journal.load()
+        gone = [a for a in addresses if state.devices.pop(a, None) is not None]
+        self.journal.save(state)
+        return gone
 
     # ---------------------------------------------------------------- apply
     def _group_result(self, number: int) -> GroupResult:
@@ -282,11 +361,7 @@ class Binder:
         iommufd = [vfio_cdev(m.vfio_dev) for m in g.endpoints
                    if m.vfio_dev and self.kernel.is_char_device(self.paths.vfio_cdev_node(m.vfio_dev))]
         state = self.journal.load()
-        fns = [
-            {"address": str(m.address), "driver": m.driver,
-             "original_driver": (state.devices.get(str(m.address)) or {}).get("original_driver")}
-            for m in g.endpoints
-        ]
+        fns = [function_view(str(m.address), m.driver, state.devices.get(str(m.address))) for m in g.endpoints]
         on = g.all_endpoints_on_vfio and node.exists()
         return GroupResult(number, self.paths.strip(node) if on else None, iommufd if on else [], fns)
 
@@ -300,8 +375,17 @@ class Binder:
         fns = []
         for s in plan.changes:
             target = loaded.get(s.target_module or "vfio_pci", s.target_driver)
-            fns.append(TxFunction(str(s.address), s.current_driver, s.current_override,
-                                  _module_of(self.paths, s.current_driver), target, target))
+            addr = str(s.address)
+            prior = state.devices.get(addr)  # a stuck record keeps what the host really had
+            if prior is not None:
+                fns.append(FunctionRecord(addr, prior.original_driver, prior.original_override, prior.original_module,
+                                          target, s.requested or prior.requested, prior.kernel_default,
+                                          read_identity(self._dev(addr)) or prior.identity,
+                                          bound_at=prior.bound_at or time.time()))
+            else:
+                fns.append(FunctionRecord(addr, s.current_driver, s.current_override,
+                                          _module_of(self.paths, s.current_driver), target, s.requested,
+                                          identity=read_identity(self._dev(addr))))
         if not fns:
             for g in plan.groups:
                 self._finish_group(g.group)
@@ -316,29 +400,22 @@ class Binder:
             for g in plan.groups:
                 for s in g.changes:
                     i, tf = by_addr[str(s.address)]
-                    self.log(f"{tf.address}: {tf.original_driver or 'no driver'} -> {tf.target_driver}")
+                    self.log(f"{tf.address}: {tf.original_driver or 'no driver'} -> {tf.vfio_driver}")
                     self._bind_one(tf, state, i)
                 self._finish_group(g.group)
         except (StepError, KataNpuError) as e:
-            failures = self._rollback(tx, state)
-            if failures:
-                raise RollbackFailedError(
-                    f"bind failed: {e}; rollback also failed: " + "; ".join(failures)
-                    + f" (journal kept at {self.paths.strip(self.journal.path)}; rerun to retry)"
-                ) from None
+            stuck = self._give_back(list(reversed(fns)), state, keep_records=True)
             state.transaction = None
             self.journal.save(state)
+            if stuck:
+                raise RollbackFailedError(f"bind failed: {e}; rollback also failed: " + stuck_summary(stuck)) from None
             raise BindFailedError(
                 f"bind failed: {e}; restored {len(fns)} function(s) to their original drivers"
             ) from None
         now = time.time()
-        for s in plan.changes:
-            tf = by_addr[str(s.address)][1]
-            state.devices[tf.address] = {
-                "original_driver": tf.original_driver, "original_override": tf.original_override,
-                "original_module": tf.original_module, "bound_driver": tf.target_driver,
-                "requested": s.requested, "bound_at": now,
-            }
+        for tf in fns:
+            tf.phase, tf.bound_at, tf.stuck, tf.safe_driver = "bound", now, None, None
+            state.devices[tf.address] = tf
         state.transaction = None
         self.journal.save(state)
         out.changed = len(fns)
@@ -358,44 +435,58 @@ class Binder:
             left = [str(m.address) for m in g.endpoints if not m.on_vfio]
             raise StepError(f"IOMMU group {number}: {', '.join(left)} not on a VFIO driver")
 
-    def unbind(self, plan: Plan) -> Outcome:
+    def unbind(self, plan: Plan, to_default: bool = False) -> Outcome:
+        """Give the plan's functions back; ``to_default`` ignores the records: clear the override, let the kernel pick."""
         out = Outcome("unbind", notes=list(plan.notes))
         state = self.journal.load()
-        fns = [TxFunction(str(s.address), s.target_driver, s.target_override, s.target_module,
-                          s.current_driver, s.current_override, s.kernel_default)
-               for s in plan.changes]
+        fns = []
+        for s in plan.changes:
+            rec = state.devices.get(str(s.address))
+            if rec is None:
+                rec = FunctionRecord(str(s.address), None, None, None, s.current_driver, s.requested, kernel_default=True)
+            if to_default:
+                rec.original_driver = rec.original_override = rec.original_module = None
+                rec.kernel_default = True
+            rec.stuck = None
+            fns.append(rec)
         if not fns:
             out.groups = [GroupResult(g.group, None, [], []) for g in plan.groups]
             return out
         tx = self.journal.new_transaction("unbind", fns)
         state.transaction = tx
         self.journal.save(state)
-        failures = []
+        stuck = []
         for i, tf in enumerate(fns):
-            self.log(f"{tf.address}: {tf.target_driver} -> {tf.original_driver or 'kernel default'}")
-            try:
-                self.restore_one(tf)
-                state.devices.pop(tf.address, None)
-                tf.phase = "verified"
-                self.journal.save(state)
-            except StepError as e:
-                failures.append(str(e))
+            self.log(f"{tf.address}: {tf.vfio_driver} -> {tf.original_driver or 'kernel default'}")
+            stuck += self._give_back([tf], state)
             self._crash_point("restored", i)
-        if failures:
-            # Leave the transaction: the next run retries the restore.
-            raise RollbackFailedError("unbind incomplete: " + "; ".join(failures)
-                                      + " (journal kept; rerun kata-npu unbind to retry)")
         state.transaction = None
         self.journal.save(state)
-        out.changed = len(fns)
+        out.changed = len(fns) - len(stuck)
+        out.stuck = stuck
+        by_addr = {tf.address: tf for tf in fns}
         for g in plan.groups:
             grp = sysfs.read_group(self.paths, g.group)
             out.groups.append(GroupResult(g.group, None, [], [
-                {"address": str(m.address), "driver": m.driver} for m in grp.endpoints]))
+                function_view(str(m.address), m.driver, by_addr.get(str(m.address))) for m in grp.endpoints]))
+        if stuck:
+            raise RollbackFailedError("unbind incomplete: " + stuck_summary(stuck))
         return out
 
     def locked(self):
         return host_lock(self.paths, self.lock_timeout)
+
+
+def function_view(address: str, driver: str | None, rec: FunctionRecord | None) -> dict:
+    """One endpoint in --json output: its record (if any) and the driver it is on now."""
+    base = rec.to_json() if rec else FunctionRecord(address, None, None, None, None).to_json()
+    return {**base, "driver": driver, "recorded": rec is not None}
+
+
+def stuck_summary(stuck: list[FunctionRecord]) -> str:
+    return ("; ".join(f"{r.address}: {r.stuck}" for r in stuck)
+            + ". Other devices are not affected. Retry with `kata-npu recover`; or resolve by hand and run "
+            "`kata-npu recover --forget ADDR`; or `kata-npu unbind --to-default ADDR` for the kernel's default driver")
 
 
 def _module_of(paths: HostPaths, driver: str | None) -> str | None:

@@ -21,22 +21,53 @@ from typing import Iterator
 
 from ..errors import JournalError, LockTimeoutError, from_os_error
 from ..fileio import atomic_write
+from .identity import Identity
 from .paths import HostPaths
 
-VERSION = 1
+VERSION = 2  # 1: untyped records (read and upgraded)
 PHASES = ("recorded", "override", "unbound", "probed", "verified")
 
 
 @dataclass
-class TxFunction:
+class FunctionRecord:
+    """One function kata-npu has taken (or is taking, or giving back): the journal's and --json's one record.
+
+    ``original_*`` is always what the host had before kata-npu (what a restore puts back), ``vfio_driver``
+    always the VFIO driver kata-npu binds it to; no field changes meaning between bind and unbind.
+    """
+
     address: str
-    original_driver: str | None
-    original_override: str | None
-    original_module: str | None
-    target_driver: str | None
-    target_override: str | None
-    kernel_default: bool = False
-    phase: str = "recorded"
+    original_driver: str | None  # host driver before kata-npu; None: it had none
+    original_override: str | None  # driver_override before kata-npu (pci-stub setups rely on it)
+    original_module: str | None  # module providing original_driver, loaded again if needed
+    vfio_driver: str | None  # vfio-pci or a variant
+    requested: bool = False  # named by the user (False: taken because it shares the IOMMU group)
+    kernel_default: bool = False  # no record existed: give it to whatever driver the kernel picks
+    identity: Identity | None = None  # what the device is, checked before a boot-time re-bind
+    phase: str = "recorded"  # progress inside a transaction (PHASES)
+    bound_at: float | None = None
+    stuck: str | None = None  # a restore failed: why
+    safe_driver: str | None = None  # where a failed restore left it (vfio-pci or the kernel default)
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in _RECORD_FIELDS}
+        d["identity"] = self.identity.to_json() if self.identity else None
+        return d
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "FunctionRecord":
+        if "address" not in doc:
+            raise KeyError("address")
+        kw = {k: doc.get(k) for k in _RECORD_FIELDS if k in doc}
+        # version 1 spelled the VFIO driver bound_driver (records) or target_driver (transactions)
+        kw.setdefault("vfio_driver", doc.get("bound_driver") or doc.get("target_driver"))
+        for k in ("original_driver", "original_override", "original_module"):
+            kw.setdefault(k, None)
+        kw["identity"] = Identity.from_json(doc.get("identity"))
+        return cls(**kw)
+
+
+_RECORD_FIELDS = tuple(f for f in FunctionRecord.__dataclass_fields__ if f != "identity")
 
 
 @dataclass
@@ -45,21 +76,25 @@ class Transaction:
     op: str
     pid: int
     started: float
-    functions: list[TxFunction] = field(default_factory=list)
+    functions: list[FunctionRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "op": self.op, "pid": self.pid, "started": self.started,
+                "functions": [f.to_json() for f in self.functions]}
 
 
 @dataclass
 class State:
-    devices: dict[str, dict] = field(default_factory=dict)
+    devices: dict[str, FunctionRecord] = field(default_factory=dict)
     transaction: Transaction | None = None
 
+    @property
+    def stuck(self) -> list[FunctionRecord]:
+        return [r for _, r in sorted(self.devices.items()) if r.stuck]
+
     def to_json(self) -> dict:
-        tx = None
-        if self.transaction:
-            t = self.transaction
-            tx = {"id": t.id, "op": t.op, "pid": t.pid, "started": t.started,
-                  "functions": [vars(f) for f in t.functions]}
-        return {"version": VERSION, "devices": self.devices, "transaction": tx}
+        return {"version": VERSION, "devices": {a: r.to_json() for a, r in self.devices.items()},
+                "transaction": self.transaction.to_json() if self.transaction else None}
 
 
 class Journal:
@@ -76,18 +111,19 @@ class Journal:
             raise JournalError(f"cannot read journal {self.paths.strip(self.path)}: {e.strerror}") from None
         try:
             doc = json.loads(text)
-            if not isinstance(doc, dict) or doc.get("version") != VERSION:
+            if not isinstance(doc, dict) or doc.get("version") not in (1, VERSION):
                 raise ValueError(f"unsupported version {doc.get('version') if isinstance(doc, dict) else '?'}")
             devices = doc.get("devices") or {}
             if not isinstance(devices, dict):
                 raise ValueError("'devices' is not a mapping")
+            records = {a: FunctionRecord.from_json({**r, "address": a}) for a, r in devices.items()}
             tx = doc.get("transaction")
             txo = None
             if tx:
                 txo = Transaction(tx["id"], tx["op"], int(tx["pid"]), float(tx["started"]),
-                                  [TxFunction(**f) for f in tx["functions"]])
-            return State(devices, txo)
-        except (ValueError, KeyError, TypeError) as e:
+                                  [FunctionRecord.from_json(f) for f in tx["functions"]])
+            return State(records, txo)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise JournalError(
                 f"journal {self.paths.strip(self.path)} is corrupt ({e}); inspect it, then move it aside "
                 "to start over (kata-npu then treats every vfio-bound device as unrecorded)"
@@ -100,7 +136,7 @@ class Journal:
             raise JournalError(f"cannot write journal {self.paths.strip(self.path)}: {e.strerror}") from None
 
     @staticmethod
-    def new_transaction(op: str, functions: list[TxFunction]) -> Transaction:
+    def new_transaction(op: str, functions: list[FunctionRecord]) -> Transaction:
         return Transaction(uuid.uuid4().hex[:12], op, os.getpid(), time.time(), functions)
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InUseError, RefusedError
 from .address import PciAddress
+from .journal import FunctionRecord
 from .model import IommuGroup, PciFunction
 from .paths import vfio_group_dev
 from .usage import Finding
@@ -22,6 +23,8 @@ RESTORE = "restore"  # back to the recorded (or kernel default) driver
 
 @dataclass(frozen=True)
 class Step:
+    """One planned action; ``current_*`` is the function now, ``target_*`` where the action takes it."""
+
     address: PciAddress
     action: str
     current_driver: str | None
@@ -156,7 +159,7 @@ def refuse_if_held(group: int, held: list[tuple[int, str, str]] | None, op: str)
 
 def plan_unbind(
     groups: list[tuple[IommuGroup, set[PciAddress]]],
-    records: dict[str, dict],
+    records: "dict[str, FunctionRecord]",
     holders: dict[int, list[tuple[int, str, str]]],
 ) -> Plan:
     """Pure: every VFIO-bound endpoint of each group goes back to its recorded
@@ -170,16 +173,16 @@ def plan_unbind(
         refuse_if_held(group.number, holders.get(group.number), "unbind")
         steps = []
         for m in group.endpoints:
-            if not m.on_vfio and m.driver_override is None:
-                continue
             rec = records.get(str(m.address))
+            if not m.on_vfio and m.driver_override is None and not (rec and rec.stuck):
+                continue
             if rec is None:
                 notes.append(f"{m.address}: no journal record; clearing driver_override and letting the kernel choose")
             steps.append(
                 Step(m.address, RESTORE, m.driver, m.driver_override,
-                     rec.get("original_driver") if rec else None,
-                     rec.get("original_override") if rec else None,
-                     rec.get("original_module") if rec else None,
+                     rec.original_driver if rec else None,
+                     rec.original_override if rec else None,
+                     rec.original_module if rec else None,
                      m.address in requested, rec is None)
             )
         plans.append(GroupPlan(group.number, tuple(steps), tuple(b.address for b in group.bridges)))
