@@ -85,3 +85,13 @@ def test_daemonset_shape():
     pod = next(p for p in pod if p)
     assert pod["spec"]["runtimeClassName"] == "kata-npu"
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"kata-npu.io/ascend-910b": 1}
+
+
+def test_configmap_node_yaml_is_a_valid_desired_state():
+    """The DaemonSet's init container runs `kata-npu apply -f` on this file: it must pass apply's own validation."""
+    from kata_npu.host.desired import parse
+
+    docs = list(yaml.safe_load_all((DEPLOY / "kata-npu.yaml").read_text()))
+    cm = next(d for d in docs if d and d["kind"] == "ConfigMap" and "node.yaml" in d.get("data", {}))
+    state = parse(cm["data"]["node.yaml"], "ConfigMap kata-npu-node: node.yaml")
+    assert [e.model for e in state.entries] == ["910B", "310P"]
