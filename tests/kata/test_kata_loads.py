@@ -199,3 +199,24 @@ def test_oracle_sees_a_broken_image(kata, tmp_path):
     assert "is empty" in k.load_error
     k = probe(kata, tmp_path / "b", make_root(tmp_path / "b", text, absent=(GOOD.kernel,)))
     assert "does not exist" in k.load_error
+
+
+def test_cli_check_agrees_with_kata(kata, tmp_path):
+    """The real `kata-npu config render` / `config check` commands: exit 0 on what Kata loads, 12 on what it rejects."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("kata-npu") or str(__import__("pathlib").Path(sys.executable).with_name("kata-npu"))
+    good = tmp_path / "good.toml"
+    subprocess.run([exe, "config", "render", "--arch", "x86_64", "--set", "default_memory=12288", "-o", str(good)], check=True)
+    k = probe(kata, tmp_path / "r1", make_root(tmp_path / "r1", good.read_text()))
+    assert not k.load_error and k.undecoded_keys == [] and k.values["default_memory"] == 12288
+    r = subprocess.run([exe, "config", "check", "--arch", "x86_64", "--no-bound", str(good)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace('hot_plug_vfio = "no-port"', 'hot_plug_vfio = "root-port"'))
+    k = probe(kata, tmp_path / "r2", make_root(tmp_path / "r2", bad.read_text()))
+    assert "only one of them can be set" in k.load_error
+    r = subprocess.run([exe, "config", "check", "--arch", "x86_64", "--no-bound", str(bad)], capture_output=True, text=True)
+    assert r.returncode == ConfigError.exit_code and "hot_plug_vfio" in r.stdout and "Traceback" not in r.stderr, r
