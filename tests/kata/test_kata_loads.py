@@ -192,13 +192,23 @@ def test_check_explains_what_kata_rejects(kata, tmp_path, name):
         assert check.has_errors(findings)
 
 
-def test_oracle_sees_a_broken_image(kata, tmp_path):
-    """The oracle itself can fail: a 0-byte image and a missing kernel are load errors in Kata."""
+def test_check_explains_missing_and_empty_files(kata, tmp_path):
+    """A 0-byte image and a missing kernel are load errors in Kata; `config check` on that host says so."""
+    from kata_npu.host.paths import HostPaths
+
     text = render.render("full", GOOD).text
-    k = probe(kata, tmp_path / "a", make_root(tmp_path / "a", text, empty=(GOOD.image,)))
-    assert "is empty" in k.load_error
-    k = probe(kata, tmp_path / "b", make_root(tmp_path / "b", text, absent=(GOOD.kernel,)))
-    assert "does not exist" in k.load_error
+    for sub, kw, kata_says, code, key in (("a", {"empty": (GOOD.image,)}, "is empty", "empty-image", "image"),
+                                          ("b", {"absent": (GOOD.kernel,)}, "does not exist", "missing-file", "kernel")):
+        root = tmp_path / sub
+        cfg = make_root(root, text, **kw)
+        assert kata_says in probe(kata, root, cfg).load_error
+        findings = check.check_file(root / cfg.lstrip("/"), "x86_64", GOOD.devices, False, HostPaths.from_root(root))
+        assert [f.key for f in findings if f.code == code] == [f"hypervisor.qemu.{key}"], findings
+    # and nothing to say where every file is in place
+    root = tmp_path / "c"
+    cfg = make_root(root, text)
+    assert not probe(kata, root, cfg).load_error
+    assert check.check_file(root / cfg.lstrip("/"), "x86_64", GOOD.devices, False, HostPaths.from_root(root)) == []
 
 
 def test_cli_check_agrees_with_kata(kata, tmp_path):

@@ -137,7 +137,8 @@ def check_cmd(
 ) -> None:
     """Lint a Kata configuration for NPU passthrough; exit 12 on errors."""
     devs = _devices(ctx, list(devices or []), bound and not devices)
-    findings = checkmod.check_file(file, arch or valuesmod.host_arch(), devs, dropin)
+    # host mode (--bound, the default) also checks the files the config names exist on this host
+    findings = checkmod.check_file(file, arch or valuesmod.host_arch(), devs, dropin, _paths(ctx) if bound else None)
     bad = checkmod.has_errors(findings)
     if as_json:
         from .. import output
