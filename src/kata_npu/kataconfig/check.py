@@ -170,6 +170,34 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
     return f
 
 
+HOST_FILE_KEYS = ("path", "kernel", "image", "initrd", "firmware")
+
+
+def check_host_files(doc: dict, paths) -> list[Finding]:
+    """Kata's loader resolves every file its [hypervisor.qemu] names and refuses a 0-byte image or initrd:
+    say so here instead of in the shim's error. Under a test root, symlinks are not followed out of it."""
+    import os
+
+    f: list[Finding] = []
+    hyp = doc.get("hypervisor", {}).get("qemu", {})
+    for key in HOST_FILE_KEYS:
+        val = hyp.get(key)
+        if not isinstance(val, str) or not val:
+            continue
+        p = paths.root / val.lstrip("/")
+        try:
+            st = os.stat(p) if paths.is_real else os.lstat(p)
+        except OSError:
+            f.append(Finding(WARNING, "missing-file", f"hypervisor.qemu.{key}",
+                             f"{key} = {val!r} does not exist on this host: Kata refuses to start the sandbox (\"file {val} does not exist\")",
+                             f"install it, or point {key} at the installed file"))
+            continue
+        if key in ("image", "initrd") and st.st_size == 0:
+            f.append(Finding(WARNING, "empty-image", f"hypervisor.qemu.{key}",
+                             f"{key} = {val!r} is empty: Kata refuses it (\"image ... is empty\")", "install the real guest image"))
+    return f
+
+
 def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config", host=None) -> list[Finding]:
     try:
         doc = tomllib.loads(text)
@@ -178,7 +206,10 @@ def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: s
     return check_doc(doc, arch, devices, dropin, host)
 
 
-def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None, host=None) -> list[Finding]:
+def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = None, host=None,
+               paths=None) -> list[Finding]:
+    """Lint a file; with `host` judge memory against it, with `paths` (the host it runs on) also check
+    that the files it names exist there."""
     p = Path(path)
     try:
         text = p.read_text()
@@ -186,7 +217,10 @@ def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = No
         raise ConfigError(f"cannot read {p}: {e.strerror}") from None
     if dropin is None:
         dropin = p.parent.name == "config.d"
-    return check_text(text, arch, devices, dropin, str(p), host)
+    findings = check_text(text, arch, devices, dropin, str(p), host)
+    if paths is not None:
+        findings += check_host_files(tomllib.loads(text), paths)
+    return findings
 
 
 def has_errors(findings: list[Finding]) -> bool:

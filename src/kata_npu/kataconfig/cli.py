@@ -247,7 +247,9 @@ def check_cmd(
 
         paths = _paths(ctx)
         host = lambda backend: read_host_memory(paths, backend)  # noqa: E731
-    findings = checkmod.check_file(file, arch or valuesmod.host_arch(), devs, dropin, host)
+    # host mode (--bound, the default) also checks the files the config names exist on this host
+    findings = checkmod.check_file(file, arch or valuesmod.host_arch(), devs, dropin, host,
+                                   _paths(ctx) if bound else None)
     bad = checkmod.has_errors(findings)
     if as_json:
         from .. import output

@@ -55,6 +55,7 @@ class KataValues:
     mmio64_window: int = 0
     large_bar_params: bool = False
     notes: tuple[str, ...] = ()
+    explicit: tuple[str, ...] = ()  # keys the user set (--set / values file): a drop-in must carry them too
 
     @property
     def groups(self) -> list[int]:
@@ -227,7 +228,7 @@ def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrid
         large_bar_params=large,
         notes=tuple(notes),
     )
-    v = dataclasses.replace(v, **ov)
+    v = dataclasses.replace(v, **ov, explicit=tuple(sorted(set(ov) | ({"kernel_params"} if params else set()))))
     _validate(v)
     return v
 
