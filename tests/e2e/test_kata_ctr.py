@@ -172,7 +172,6 @@ def test_ctr_run_cold_plugs_group_on_root_port(lab, sandbox):
     print(vm.run(f"grep -o 'msg=\"New client\".*url=[^ ]*' {LAB}/containerd.log | tail -1").out)
 
 
-@pytest.mark.xfail(strict=True, reason="hostharden branch: unbind names the process holding /dev/vfio/N and refuses")
 def test_unbind_while_qemu_holds_group_refuses_and_names_holder(lab, sandbox):
     vm, pid = lab, sandbox["pid"]
     r = vm.run(f"kata-npu unbind {ADDR}", timeout=120)

@@ -21,7 +21,6 @@ from .oracle import kata_default_params, make_root, probe
 
 GiB, MiB = 1 << 30, 1 << 20
 MAX_PORTS = 16  # Kata 3.30: maxPCIeRootPorts in pkg/katautils/config.go; more are clamped to 16
-KATAFIX = pytest.mark.xfail(strict=True, reason="fixed by kataconfig branch")
 
 
 def npus(n: int, bar: int) -> list[NpuDevice]:
@@ -98,14 +97,7 @@ def test_kata_loads_what_we_render(kata, tmp_path, case):
     assert not check.has_errors(findings), findings
 
 
-def _drops_kata_defaults(kind: str, v) -> bool:
-    """Known defect on this branch: a full file, or a drop-in that sets kernel_params, replaces Kata's defaults."""
-    return kind == "full" or bool(v.kernel_params)
-
-
-KP_CASES = [pytest.param(c, marks=KATAFIX if _drops_kata_defaults(
-    c[2], values.compute(c[0], npus(c[1], c[3]), values.parse_overrides(overrides(c[0]) if c[4] else []))) else (),
-    id=case_id(c)) for c in CASES]
+KP_CASES = [pytest.param(c, id=case_id(c)) for c in CASES]
 
 
 @pytest.mark.parametrize("case", KP_CASES)
@@ -121,7 +113,6 @@ def test_kernel_params_keep_kata_defaults(kata, tmp_path, case):
     assert missing == [], f"Kata's guest cmdline {k.params} lacks {missing}"
 
 
-@KATAFIX
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_more_groups_than_kata_ports_is_refused(kata, tmp_path, arch):
     """Kata clamps pcie_root_port to 16: we must refuse (or otherwise place) the 17th group, never render a file
@@ -137,7 +128,6 @@ def test_more_groups_than_kata_ports_is_refused(kata, tmp_path, arch):
     assert k.values["pcie_root_port"] >= len(v.groups), f"Kata clamped {v.pcie_root_port} ports to {k.values['pcie_root_port']}"
 
 
-@KATAFIX
 def test_check_explains_kata_clamping_ports(kata, tmp_path):
     v = values.compute("x86_64", npus(2, 256 * MiB))
     text = render.render("full", v).text.replace("pcie_root_port = 2", f"pcie_root_port = {MAX_PORTS + 4}")
@@ -202,13 +192,13 @@ def test_check_explains_missing_and_empty_files(kata, tmp_path):
         root = tmp_path / sub
         cfg = make_root(root, text, **kw)
         assert kata_says in probe(kata, root, cfg).load_error
-        findings = check.check_file(root / cfg.lstrip("/"), "x86_64", GOOD.devices, False, HostPaths.from_root(root))
+        findings = check.check_file(root / cfg.lstrip("/"), "x86_64", GOOD.devices, False, paths=HostPaths.from_root(root))
         assert [f.key for f in findings if f.code == code] == [f"hypervisor.qemu.{key}"], findings
     # and nothing to say where every file is in place
     root = tmp_path / "c"
     cfg = make_root(root, text)
     assert not probe(kata, root, cfg).load_error
-    assert check.check_file(root / cfg.lstrip("/"), "x86_64", GOOD.devices, False, HostPaths.from_root(root)) == []
+    assert check.check_file(root / cfg.lstrip("/"), "x86_64", GOOD.devices, False, paths=HostPaths.from_root(root)) == []
 
 
 def test_cli_check_agrees_with_kata(kata, tmp_path):

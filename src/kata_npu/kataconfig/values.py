@@ -228,7 +228,7 @@ def compute(arch: str, devices: list[NpuDevice] | tuple[NpuDevice, ...], overrid
         large_bar_params=large,
         notes=tuple(notes),
     )
-    v = dataclasses.replace(v, **ov, explicit=tuple(sorted(set(ov) | ({"kernel_params"} if params else set()))))
+    v = dataclasses.replace(v, **ov, explicit=tuple(sorted(set(ov) | ({"kernel_params"} if added else set()))))
     _validate(v)
     return v
 
