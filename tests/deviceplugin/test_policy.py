@@ -36,3 +36,13 @@ def test_names():
     assert slug("Ascend 910B") == "ascend-910b" and slug("Ascend 910_93") == "ascend-910-93"
     assert env_name("kata-npu.io/ascend-910b") == "PCIDEVICE_KATA_NPU_IO_ASCEND_910B"
     assert len(annotation_key("a" * 80 + ".io/x").split("/", 1)[1]) == 63
+
+
+def test_watcher_uses_inotify_through_the_one_libc_layer(tmp_path):
+    """A change in a watched directory wakes the watcher (inotify via guest/ffi.py), not only the poll."""
+    from kata_npu.deviceplugin.watcher import Watcher
+
+    w = Watcher([tmp_path])
+    assert "inotify" in w.kinds and tmp_path in w._watched
+    (tmp_path / "new").write_text("x")
+    assert w.wait(5.0) is True

@@ -6,8 +6,6 @@ vfio-pci while its group node stays; a timeout bounds everything else (polling f
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import select
 from pathlib import Path
@@ -29,16 +27,15 @@ class Watcher:
         self.dirs = dirs
         self._watched: dict[Path, int] = {}
         self._fd = -1
-        self._libc = None
         self._udev = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-            if fd >= 0:
-                self._fd, self._libc = fd, libc
-        except (OSError, AttributeError):
-            pass
+            from ..guest import ffi  # the one libc layer
+
+            self._ffi = ffi
+            self._fd = ffi.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)[0]
+        except (OSError, AttributeError):  # no libc symbol: polling only
+            self._fd = -1
         if udev:
             try:
                 import pyudev
@@ -63,7 +60,7 @@ class Watcher:
             if d in self._watched and d.is_dir():
                 continue
             if d.is_dir():
-                wd = self._libc.inotify_add_watch(self._fd, os.fsencode(d), MASK)
+                wd = self._ffi.inotify_add_watch(self._fd, os.fsencode(d), MASK)[0]
                 if wd >= 0:
                     self._watched[d] = wd
             else:

@@ -1,4 +1,4 @@
-"""setns(2), mount(2) and syscall(2) (for bpf) through ``_ctypes`` directly.
+"""The project's one libc layer: setns(2), mount(2), syscall(2) (for bpf), inotify(7), through ``_ctypes`` directly.
 
 Python 3.11 has no ``os.setns``; ``import ctypes`` plus ``CDLL(None)`` costs
 ~7 ms per container start (``-X importtime``), the raw ``_ctypes`` extension
@@ -47,6 +47,8 @@ def _func(name: str, argtypes: tuple, kind: type = _Func):
 _setns = _func("setns", (c_int, c_int))
 _mount = _func("mount", (c_char_p, c_char_p, c_char_p, c_ulong, c_char_p))
 _syscall = _func("syscall", (c_long, c_int, c_ulong, c_uint), _LongFunc)
+_inotify_init1 = _func("inotify_init1", (c_int,))
+_inotify_add_watch = _func("inotify_add_watch", (c_int, c_char_p, c_uint))
 _ARRAYS: dict[int, type] = {}
 
 
@@ -79,3 +81,15 @@ def setns(fd: int, nstype: int) -> int:
 def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> int:
     """0 or the errno."""
     return 0 if _mount(source, target, fstype, flags, data) == 0 else _ctypes.get_errno()
+
+
+def inotify_init1(flags: int) -> tuple[int, int]:
+    """(fd or -1, errno): Python has no inotify binding (the device plugin watches sysfs/dev with it)."""
+    fd = _inotify_init1(flags)
+    return fd, (_ctypes.get_errno() if fd < 0 else 0)
+
+
+def inotify_add_watch(fd: int, path: bytes, mask: int) -> tuple[int, int]:
+    """(watch descriptor or -1, errno)."""
+    wd = _inotify_add_watch(fd, path, mask)
+    return wd, (_ctypes.get_errno() if wd < 0 else 0)
