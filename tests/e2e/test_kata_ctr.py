@@ -62,9 +62,9 @@ W
 chmod 755 /opt/kata/bin/qemu-system-x86_64 /opt/kata/libexec/virtiofsd
 cp /boot/vmlinuz-$(uname -r) $L/vmlinuz
 dd if=/dev/zero of=$L/rootfs.img bs=1M count=4 status=none
-# our containerd snippet; containerd 1.6's CRI plugin also needs its default runc runtime declared
-{ echo "version = 2"; kata-npu config containerd --config-path %(conf)s
-  printf '\n[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]\n  runtime_type = "io.containerd.runc.v2"\n'; } > /etc/containerd/config.toml
+# our containerd glue as a user applies it: merged into the distribution's config (or containerd's default)
+[ -s /etc/containerd/config.toml ] || containerd config default > /etc/containerd/config.toml
+kata-npu config containerd --config-path %(conf)s --merge /etc/containerd/config.toml
 setsid containerd --log-level debug > $L/containerd.log 2>&1 < /dev/null &
 for i in $(seq 150); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done
 ctr images import /mnt/busybox-oci.tar
