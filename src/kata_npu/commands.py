@@ -515,10 +515,9 @@ def persist_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--js
 @app.command("exit-codes", hidden=False)
 def exit_codes_cmd() -> None:
     """Print the meaning of each exit code."""
-    from .errors import EXIT_CODES
+    from .fastcli import exit_codes_text
 
-    for code, text in EXIT_CODES.items():
-        output.say(f"{code:3d}  {text}")
+    sys.stdout.write(exit_codes_text())
 
 
 # Sub-commands from other parts of the product register here.
