@@ -58,9 +58,9 @@ def run(argv: list[str] | None = None, kernel: object = None) -> int:
         fast = _fast_list(argv)
         if fast is not None:
             return fast
-        from .fastcli import run_fast  # exit-codes, --help, no arguments: without typer/rich
+        from .fastcli import run_fast  # exit-codes, --help, status, bind, unbind without typer/rich
 
-        fast = run_fast(argv)
+        fast = run_fast(argv, kernel)
         if fast is not None:
             return fast
         import typer

@@ -1,11 +1,13 @@
-"""Fast paths of `kata-npu`: `exit-codes`, `--help` and no arguments, answered without typer or rich.
+"""Fast paths of `kata-npu`: `exit-codes`, `--help`, no arguments, `status` and the plain forms of
+`bind`/`unbind`, answered without typer, click or rich.
 
-typer and click cost more to import than these answers cost to print, so cli.run asks run_fast
-first. It takes only the exact forms it fully understands and returns None for anything else
-(global options, KATA_NPU_ROOT set, per-command --help, other commands): typer then answers as
-usual. tests/host/test_imports.py checks that `exit-codes` prints what typer prints, that HELP
-names every registered command in typer's order with typer's one-line help, and that these paths
-import no host code and no CLI framework.
+typer and click cost more to import than a bind costs to do, so cli.run asks run_fast first. It
+takes only the forms it fully understands and returns None for anything else (per-command --help,
+unknown, malformed or unconvertible options, `--`, other commands): typer then parses them and
+gives its usual messages. bind/unbind/status run the same code either way (actions.py), so the two
+paths cannot drift in what they do; tests/host/test_imports.py checks that they print the same,
+that HELP names every registered command in typer's order with typer's one-line help, and what
+each path imports.
 """
 
 from __future__ import annotations
@@ -64,7 +66,46 @@ def exit_codes_text() -> str:
     return "".join(f"{code:3d}  {text}\n" for code, text in EXIT_CODES.items())
 
 
-def run_fast(argv: list[str]) -> int | None:
+# option -> keyword of actions.bind / actions.unbind; the typer commands in commands.py are the reference
+BIND_FLAGS = {"--json": "as_json", "--dry-run": "dry_run", "-n": "dry_run", "--force": "force", "--all": "all_",
+              "--recorded": "recorded"}
+BIND_VALUES = {"--model": ("model", str), "--unbind-timeout": ("unbind_timeout", float),
+               "--node-timeout": ("node_timeout", float), "--lock-timeout": ("lock_timeout", float)}
+UNBIND_FLAGS = {"--json": "as_json", "--dry-run": "dry_run", "-n": "dry_run", "--all": "all_",
+                "--to-default": "to_default"}
+UNBIND_VALUES = {"--lock-timeout": ("lock_timeout", float)}
+
+
+def _options(args: list[str], flags: dict, values: dict) -> tuple[list[str], dict] | None:
+    """Positional words and keyword arguments, or None for anything not plainly understood."""
+    words: list[str] = []
+    kw: dict = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, val = a.partition("=")
+        if a in flags:
+            kw[flags[a]] = True
+        elif name in values:
+            if not eq:
+                if i + 1 >= len(args):
+                    return None
+                i += 1
+                val = args[i]
+            key, conv = values[name]
+            try:
+                kw[key] = conv(val)
+            except ValueError:
+                return None  # typer words the usage error
+        elif a.startswith("-"):
+            return None
+        else:
+            words.append(a)
+        i += 1
+    return words, kw
+
+
+def run_fast(argv: list[str], kernel: object = None) -> int | None:
     """The exit code if this argv took a fast path, else None (nothing was printed or done)."""
     if argv == ["--help"]:
         sys.stdout.write(help_text())
@@ -75,4 +116,34 @@ def run_fast(argv: list[str]) -> int | None:
     if argv == ["exit-codes"] and ROOT_ENV not in os.environ:  # typer would check that root first
         sys.stdout.write(exit_codes_text())
         return 0
+    root = None
+    verbose = False
+    args = list(argv)
+    while args and args[0].startswith("-"):
+        a = args[0]
+        if a == "--root" and len(args) > 1:
+            root, args = args[1], args[2:]
+        elif a.startswith("--root="):
+            root, args = a.split("=", 1)[1], args[1:]
+        elif a in ("-v", "--verbose"):
+            verbose, args = True, args[1:]
+        else:
+            return None
+    if not args:
+        return None
+    cmd, rest = args[0], args[1:]
+    if cmd == "status" and set(rest) <= {"--json"}:
+        from . import actions
+
+        actions.status(actions.Ctx(root, kernel, verbose), as_json=bool(rest))
+        return 0
+    if cmd in ("bind", "unbind"):
+        parsed = _options(rest, *((BIND_FLAGS, BIND_VALUES) if cmd == "bind" else (UNBIND_FLAGS, UNBIND_VALUES)))
+        if parsed is None:
+            return None
+        words, kw = parsed
+        from . import actions
+
+        rv = getattr(actions, cmd)(actions.Ctx(root, kernel, verbose), words, **kw)
+        return rv if isinstance(rv, int) else 0
     return None

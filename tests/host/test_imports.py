@@ -46,7 +46,7 @@ def imported(argv: list[str], force_typer: bool = False) -> tuple[int, str, set[
     env.update(PYTHONPATH=os.pathsep.join(path), COLUMNS="200")
     probe = PROBE
     if force_typer:
-        probe = "import kata_npu.fastcli as f; f.run_fast = lambda argv: None\n" + PROBE
+        probe = "import kata_npu.fastcli as f; f.run_fast = lambda argv, kernel=None: None\n" + PROBE
     r = subprocess.run([sys.executable, "-S", "-c", probe, *argv], capture_output=True, text=True, timeout=120,
                        env=env)
     tail = r.stderr.rsplit("\nMODULES ", 1)
@@ -150,3 +150,103 @@ def test_fast_help_reaches_the_user_through_run(capsys, argv):
     assert rc == (0 if argv else 2)
     for name, line in COMMANDS:
         assert f"  {name} " in out and line in out
+
+
+def test_status_and_bind_plan_take_the_fast_path_without_cli_framework(fake_host):
+    rc, out, mods = imported(["--root", str(fake_host.root), "status", "--json"])
+    assert rc == 0 and json.loads(out) == {"devices": [], "interrupted_transaction": None}
+    assert "kata_npu.host.journal" in mods and "kata_npu.actions" in mods
+    assert not _banned(mods, HEAVY | {"kata_npu.commands", "kata_npu.kataconfig", "subprocess", "ctypes", "uuid"})
+    rc, out, mods = imported(["--root", str(fake_host.root), "bind", "-n", "--json", "0000:81:00.0"])
+    assert rc == 0 and json.loads(out)["plan"]["groups"], out
+    assert not _banned(mods, HEAVY | {"kata_npu.commands", "kata_npu.kataconfig", "subprocess", "ctypes", "uuid"})
+
+
+@pytest.mark.parametrize("argv", [
+    ["bind", "--bogus", "0000:81:00.0"], ["bind", "--node-timeout", "soon", "81:00.0"], ["unbind", "--", "81:00.0"],
+    ["bind", "--help"], ["status", "--all"], ["--root"],
+])
+def test_what_the_fast_path_does_not_take_goes_to_typer(fake_host, argv):
+    rc, out, mods = imported(["--root", str(fake_host.root), *argv])
+    assert "typer" in mods, argv
+    if "--help" not in argv:
+        assert rc == 2, (argv, rc)  # typer's usage error
+
+
+N0, N1 = "0000:81:00.0", "0000:82:00.0"
+
+
+def _same(text: str, root: str) -> str:
+    """Output with what differs between two runs by nature (the tree's path, timestamps) masked."""
+    return re.sub(r"\b1\d{9}\.\d+", "TIME", text.replace(root, "ROOT"))
+
+
+@pytest.mark.parametrize("steps", [
+    [["status"]], [["status", "--json"]],
+    [["bind", "--dry-run", N0]], [["bind", "-n", "--json", N0, "--model", "910B"]],
+    [["bind", "--dry-run", "--model=910B"]], [["bind", "-n", "--all"]],
+    [["bind", "--json", N0]], [["bind", N0, "82:00.0"], ["status"]],
+    [["-v", "bind", "--json", "--lock-timeout=5", N0], ["unbind", "--dry-run", "--json", "81:00.0"]],
+    [["bind", N0], ["unbind", N0], ["status", "--json"]],
+    [["bind", "--json", N0, N1], ["unbind", "--all", "--json"]],
+    [["bind", N0], ["unbind", "--to-default", N0]],
+    [["bind", N0], ["bind", "--recorded", "--dry-run"], ["bind", "--recorded", "--json"]],
+    [["bind", "--recorded", N0]],
+    [["unbind", "--all"]], [["unbind"]], [["bind"]],
+    [["bind", "--json", "--node-timeout", "5", "0000:09:00.0"]],  # no such device: the same error both ways
+    [["bind", "--json", "nonsense"]],
+])
+def test_fast_and_typer_paths_print_and_do_the_same(tmp_path, monkeypatch, steps):
+    from fakekernel import standard_host
+
+    from helpers import cli
+    from kata_npu import fastcli
+
+    results = []
+    for name, fast in (("fast", True), ("typer", False)):
+        k = standard_host(tmp_path / name / "root")
+        root = str(k.root)
+        taken: list[bool] = []
+        real = fastcli.run_fast
+
+        def counted(argv, kernel=None):
+            try:
+                rc = real(argv, kernel)
+            except Exception:
+                taken.append(True)  # the fast path ran and failed as the command does
+                raise
+            taken.append(rc is not None)
+            return rc
+
+        with monkeypatch.context() as m:
+            m.setattr(fastcli, "run_fast", counted if fast else (lambda argv, kernel=None: None))
+            seen = []
+            for args in steps:
+                rc, out, err = cli(k, *args)
+                seen.append((rc, _same(out, root), _same(err, root)))
+            seen.append(_same(cli(k, "status", "--json")[1], root))
+        results.append(seen)
+        if fast:
+            assert taken == [True] * (len(steps) + 1)  # every step really took the fast path
+    assert results[0] == results[1]
+    assert all(r[1] or r[2] for r in results[0][:-1])  # each step printed something
+
+
+def test_fast_bind_unbind_options_are_typers():
+    """Each option the fast path takes is the typer command's, feeding the same parameter, with a value
+    exactly when typer's takes one (an option typer gained but the fast path lacks just goes to typer)."""
+    import click
+    import typer.main
+
+    from kata_npu import fastcli
+    from kata_npu.commands import app
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+    for name, flags, values in (("bind", fastcli.BIND_FLAGS, fastcli.BIND_VALUES),
+                                ("unbind", fastcli.UNBIND_FLAGS, fastcli.UNBIND_VALUES)):
+        params = {o: p for p in group.get_command(ctx, name).params for o in p.opts}
+        for opt, key in flags.items():
+            assert params[opt].name == key and params[opt].is_flag, (name, opt)
+        for opt, (key, _) in values.items():
+            assert params[opt].name == key and not params[opt].is_flag, (name, opt)
