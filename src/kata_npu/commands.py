@@ -1,4 +1,4 @@
-"""Typer commands of `kata-npu` (imported only when not on the fast `list --json` path)."""
+"""Typer commands of `kata-npu` (imported only off the fast paths: cli._fast_list, fastcli.run_fast)."""
 
 from __future__ import annotations
 
