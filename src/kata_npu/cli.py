@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from .errors import KataNpuError, from_os_error
@@ -46,6 +44,8 @@ def _wants_json(argv: list[str]) -> bool:
 
 def _fail(e: KataNpuError, argv: list[str]) -> int:
     if _wants_json(argv):
+        import json
+
         sys.stdout.write(json.dumps({"ok": False, "error": e.kind, "exit_code": e.exit_code, "message": str(e)}) + "\n")
     sys.stderr.write(f"kata-npu: error: {e}\n")
     return e.exit_code
@@ -56,6 +56,11 @@ def run(argv: list[str] | None = None, kernel: object = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         fast = _fast_list(argv)
+        if fast is not None:
+            return fast
+        from .fastcli import run_fast  # exit-codes, --help, status, bind, unbind without typer/rich
+
+        fast = run_fast(argv, kernel)
         if fast is not None:
             return fast
         import typer

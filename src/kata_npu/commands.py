@@ -1,24 +1,19 @@
-"""Typer commands of `kata-npu` (imported only when not on the fast `list --json` path)."""
+"""Typer commands of `kata-npu` (imported only off the fast paths: cli._fast_list, fastcli.run_fast)."""
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from typing import List, Optional
 
 import typer
 
-from . import output
-from .errors import BadAddressError, KataNpuError, NoMatchError, PermissionDeniedError, RollbackFailedError, UsageError
+from . import actions, output
+from .actions import Ctx
+from .errors import KataNpuError, RollbackFailedError
 from .host import sysfs
-from .host.address import PciAddress, parse_many
-from .host.binder import Binder, Outcome
-from .host.catalogue import load_catalogue
-from .host.kernel import RealKernel, is_live_sysfs
+from .host.address import parse_many
 from .host.listing import list_group_objects, list_rows
-from .host.paths import ROOT_ENV, HostPaths, vfio_group_dev
-from .host.plan import Plan
+from .host.paths import ROOT_ENV
 
 app = typer.Typer(
     name="kata-npu",
@@ -27,50 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-log = logging.getLogger("kata_npu")
-
-
-class Ctx:
-    def __init__(self, root: Optional[str], kernel, verbose: bool):
-        self.paths = HostPaths.checked(root)
-        self.injected_kernel = kernel is not None  # tests: the FakeKernel emulates the tree's kernel
-        self.kernel = kernel or RealKernel()
-        self.verbose = verbose
-        self._catalogue = None
-
-    @property
-    def catalogue(self):
-        """Shipped table plus the user's devices.d; a broken user file is named and skipped."""
-        if self._catalogue is None:
-            self._catalogue = load_catalogue(self.paths)
-            for p in self._catalogue.problems:
-                output.warn(p)
-        return self._catalogue
-
-    def binder(self, user_catalogue: bool = True, **kw) -> Binder:
-        """``user_catalogue=False`` for what gives devices back (unbind, recover, status): those
-        never read /etc/kata-npu/devices.d."""
-        cat = self.catalogue if user_catalogue else load_catalogue(None)
-        return Binder(self.paths, self.kernel, cat, log=self.info, **kw)
-
-    def info(self, msg: str) -> None:
-        if self.verbose:
-            sys.stderr.write(f"kata-npu: {msg}\n")
-        log.info(msg)
-
-    def require_root(self, what: str) -> None:
-        """Before any write: root on the real host; a live kernel under --root.
-
-        A static --root tree (copied or generated) is refused for write commands rather than
-        simulated: writing its plain files proves nothing, and the real kernel object would
-        run the host's modprobe. Reading commands and --dry-run work on any tree.
-        """
-        if self.paths.is_real:
-            if os.geteuid() != 0:
-                raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
-        elif not self.injected_kernel and not is_live_sysfs(self.paths.sys):
-            raise UsageError(f"{what} refused: --root {self.paths.root} is a static tree ({self.paths.root}/sys is not "
-                             "the running kernel's sysfs), so nothing would really change; use --dry-run to see the plan")
 
 
 @app.callback()
@@ -132,75 +83,6 @@ def groups_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     output.table(None, ["GROUP", "VFIO", "MEMBERS"], rows)
 
 
-def _select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str]) -> list[PciAddress]:
-    chosen = parse_many(addresses)
-    if all_ or model:
-        rows = list_rows(c.paths, c.catalogue)
-        if model:
-            wanted = {m for m in c.catalogue.find_model(model)}
-            if not wanted:
-                names = sorted({m.model for m in c.catalogue.models})
-                raise BadAddressError(f"unknown model {model!r}; known: {', '.join(names)}")
-            rows = [r for r in rows if r.model in wanted]
-        chosen += [r.function.address for r in rows if r.function.address not in chosen]
-        if not chosen:
-            raise NoMatchError("no matching accelerators found on this host (see kata-npu list --all)")
-    if not chosen:
-        raise BadAddressError("name at least one PCI address, or --all / --model")
-    return chosen
-
-
-def _print_plan(plan: Plan, as_json: bool) -> None:
-    if as_json:
-        output.emit_json({"ok": True, "dry_run": True, "plan": plan.to_json()})
-        return
-    for g in plan.groups:
-        output.say(f"IOMMU group {g.group} ({vfio_group_dev(g.group)}):")
-        for s in g.steps:
-            if s.action == "keep":
-                output.say(f"  {s.address}: already on {s.current_driver}, nothing to do")
-            elif s.action == "rebind":
-                output.say(f"  {s.address}: record {s.current_driver or 'no driver'}; driver_override={s.target_driver}; "
-                           f"unbind from {s.current_driver or '-'}; drivers_probe; verify {s.target_driver}")
-            else:
-                output.say(f"  {s.address}: clear driver_override; unbind from {s.current_driver or '-'}; "
-                           + ("reprobe (kernel default)" if s.kernel_default else f"bind {s.target_driver or '(stays unbound)'}"))
-        for b in g.bridges:
-            output.say(f"  {b}: bridge, left as it is")
-        for f in g.forced:
-            output.say(f"  FORCED: {f.address}: {f.reason}")
-    for n in plan.notes:
-        output.say(f"note: {n}")
-    output.say("dry run: nothing was changed")
-
-
-def _print_outcome(out: Outcome, as_json: bool) -> None:
-    if as_json:
-        output.emit_json(out.to_json())
-        return
-    if out.recovered:
-        output.say(f"recovered: {out.recovered}")
-    for n in out.notes:
-        output.say(f"note: {n}")
-    for g in out.groups:
-        if out.op == "bind":
-            output.say(f"IOMMU group {g.group}: {g.vfio_node}")
-            for f in g.functions:
-                was = (f["original_driver"] or "no driver") if f["recorded"] else "unrecorded"
-                output.say(f"  {f['address']}: {f['driver']} (was {was})")
-            for n in g.iommufd_nodes:
-                output.say(f"  iommufd: {n}")
-        else:
-            output.say(f"IOMMU group {g.group} restored:")
-            for f in g.functions:
-                output.say(f"  {f['address']}: {f['driver'] or 'no driver'}")
-    cmd = out.ctr_command()
-    if cmd:
-        output.say("run with: " + cmd)
-    if out.changed == 0:
-        output.say("nothing to change" if out.op == "bind" else "nothing to restore")
-
-
 @app.command("bind")
 def bind_cmd(
     ctx: typer.Context,
@@ -216,61 +98,9 @@ def bind_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> Optional[int]:
     """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
-    c: Ctx = ctx.obj
-    if recorded:
-        if addresses or all_ or model or force:
-            raise BadAddressError("--recorded binds what the journal records, by identity: name no devices, no --force")
-        return _bind_recorded(c, dry_run, as_json, unbind_timeout=unbind_timeout, node_timeout=node_timeout,
-                              lock_timeout=lock_timeout)
-    chosen = _select_for_bind(c, addresses or [], all_, model)
-    b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout)
-    if dry_run:
-        _print_plan(b.plan_bind(chosen, force), as_json)
-        return
-    c.require_root("bind")
-    with b.locked():
-        recovered = _recover_first(b)
-        plan = b.plan_bind(chosen, force)
-        for g in plan.groups:
-            for f in g.forced:
-                output.warn(f"--force: taking {f.address} although {f.reason}")
-        out = b.bind(plan)
-    out.recovered = recovered
-    _print_outcome(out, as_json)
-
-
-def _bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
-    """Boot-time re-bind by identity; exit 13 (partial) when a recorded device was named and left alone."""
-    from .errors import PartialError
-    from .host.rebind import match_recorded, rebind_recorded
-
-    b = c.binder(user_catalogue=False, **kw)  # a broken devices.d never blocks the boot re-bind
-    if dry_run:
-        m = match_recorded(b, b.journal.load().devices)
-        if as_json:
-            output.emit_json({"ok": not m.skipped, "dry_run": True, "found": sorted(m.found), "moved": m.moved,
-                              "skipped": m.skipped})
-        else:
-            for a in sorted(m.found):
-                output.say(f"{a}: recorded device present; would bind its group")
-            for old, new in m.moved.items():
-                output.say(f"{old}: recorded serial found at {new}; would follow it")
-            for line in m.skipped:
-                output.say(line)
-            output.say("dry run: nothing was changed")
-        return PartialError.exit_code if m.skipped else 0
-    c.require_root("bind")
-    with b.locked():
-        recovered = _recover_first(b)
-        out = rebind_recorded(b)
-    out.recovered = recovered
-    for line in out.skipped:
-        output.warn(line)
-    _print_outcome(out, as_json)
-    if out.skipped:
-        output.warn(f"partial: {len(out.skipped)} recorded device(s) or group(s) left alone (exit {PartialError.exit_code})")
-        return PartialError.exit_code
-    return 0
+    return actions.bind(ctx.obj, addresses or [], all_=all_, model=model, recorded=recorded, dry_run=dry_run,
+                        force=force, unbind_timeout=unbind_timeout, node_timeout=node_timeout,
+                        lock_timeout=lock_timeout, as_json=as_json)
 
 
 @app.command("unbind")
@@ -284,33 +114,8 @@ def unbind_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
-    c: Ctx = ctx.obj
-    b = c.binder(user_catalogue=False, lock_timeout=lock_timeout)
-    chosen = parse_many(addresses or [])
-    if all_:
-        chosen += [a for a in b.recorded_addresses() if a not in chosen]
-        if not chosen:
-            _print_outcome(Outcome("unbind"), as_json)
-            return
-    if not chosen:
-        raise BadAddressError("name at least one PCI address, or --all")
-    if dry_run:
-        _print_plan(b.plan_unbind(chosen), as_json)
-        return
-    c.require_root("unbind")
-    with b.locked():
-        recovered = _recover_first(b)
-        out = b.unbind(b.plan_unbind(chosen), to_default=to_default)
-    out.recovered = recovered
-    _print_outcome(out, as_json)
-
-
-def _recover_first(b: Binder) -> str | None:
-    """Close a crashed run's transaction before our own; stuck functions are named, never a blocker."""
-    msg, _ = b.recover()
-    for r in b.journal.load().stuck:
-        output.warn(f"stuck: {r.address}: {r.stuck} (see kata-npu recover)")
-    return msg
+    actions.unbind(ctx.obj, addresses or [], all_=all_, dry_run=dry_run, lock_timeout=lock_timeout,
+                   to_default=to_default, as_json=as_json)
 
 
 @app.command("recover")
@@ -350,38 +155,7 @@ def recover_cmd(
 @app.command("status")
 def status_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """What kata-npu has bound (from the journal) and whether the kernel agrees."""
-    c: Ctx = ctx.obj
-    b = c.binder(user_catalogue=False)
-    state = b.journal.load()
-    rows = []
-    for addr, rec in sorted(state.devices.items()):
-        a = PciAddress.parse(addr)
-        present = sysfs.device_dir(c.paths, a).exists()
-        f = sysfs.read_function(c.paths, a) if present else None
-        node = None
-        if f and f.iommu_group is not None and f.on_vfio:
-            p = sysfs.vfio_group_node(c.paths, f.iommu_group)
-            node = c.paths.strip(p) if p.exists() else None
-        ok = bool(f and f.on_vfio and node)
-        rows.append({
-            **rec.to_json(), "driver": f.driver if f else None,
-            "iommu_group": f.iommu_group if f else None, "vfio_node": node,
-            "state": "stuck" if rec.stuck else "bound" if ok else "missing" if not present else "drifted",
-        })
-    tx = state.transaction
-    pending = {"op": tx.op, "id": tx.id, "pid": tx.pid, "functions": len(tx.functions)} if tx else None
-    if as_json:
-        output.emit_json({"devices": rows, "interrupted_transaction": pending})
-        return
-    if pending:
-        output.warn(f"interrupted {tx.op} transaction {tx.id} (pid {tx.pid}): run `kata-npu recover`")
-    for r in state.stuck:
-        output.warn(f"stuck: {r.address}: {r.stuck} (kata-npu recover retries; --forget ADDR drops the record)")
-    if not rows:
-        output.say("kata-npu has bound nothing")
-        return
-    output.table(None, ["ADDRESS", "ORIGINAL", "NOW", "GROUP", "VFIO", "STATE"],
-                 [(r["address"], r["original_driver"], r["driver"], r["iommu_group"], r["vfio_node"], r["state"]) for r in rows])
+    actions.status(ctx.obj, as_json=as_json)
 
 
 @app.command("apply")
@@ -408,7 +182,7 @@ def apply_cmd(
     else:
         c.require_root("apply")
         with b.locked():
-            recovered = _recover_first(b)
+            recovered = actions.recover_first(b)
             res = applying.apply(b, applying.plan_apply(b, c.catalogue, state), prune)
             res.recovered = recovered
     _print_apply(res, dry_run, as_json)
@@ -515,10 +289,9 @@ def persist_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--js
 @app.command("exit-codes", hidden=False)
 def exit_codes_cmd() -> None:
     """Print the meaning of each exit code."""
-    from .errors import EXIT_CODES
+    from .fastcli import exit_codes_text
 
-    for code, text in EXIT_CODES.items():
-        output.say(f"{code:3d}  {text}")
+    sys.stdout.write(exit_codes_text())
 
 
 # Sub-commands from other parts of the product register here.

@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,7 +136,7 @@ class Journal:
 
     @staticmethod
     def new_transaction(op: str, functions: list[FunctionRecord]) -> Transaction:
-        return Transaction(uuid.uuid4().hex[:12], op, os.getpid(), time.time(), functions)
+        return Transaction(os.urandom(6).hex(), op, os.getpid(), time.time(), functions)
 
 
 @contextmanager

@@ -10,10 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import select
-import shutil
 import signal
 import stat
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -71,6 +69,9 @@ class RealKernel:
     is_char_device = staticmethod(is_char_device)
 
     def load_module(self, name: str) -> None:
+        import shutil  # only when a module is missing: not on every bind's start
+        import subprocess
+
         exe = shutil.which("modprobe") or next(
             (p for p in ("/usr/sbin/modprobe", "/sbin/modprobe") if os.path.exists(p)), None
         )

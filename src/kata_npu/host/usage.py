@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -81,7 +80,8 @@ def block_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
 
 
 def _ipv4_of(ifname: str) -> str | None:
-    import fcntl
+    import fcntl  # only for a function with an up netdev
+    import socket
     import struct
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

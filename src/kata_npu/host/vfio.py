@@ -85,33 +85,32 @@ def wait_for_char_device(path: Path, timeout: float = 10.0, stable: float = 0.2,
     """True once ``path`` is a character device and has stayed one for ``stable`` seconds.
 
     udev may remove and recreate the node while applying rules, so one
-    sighting is not enough. pyudev (when udevd runs) wakes us on the event;
-    otherwise we poll.
+    sighting is not enough. A netlink uevent socket (host.uevent; on a real
+    host) wakes us on the kernel's or udevd's event; otherwise we poll.
     """
     monitor = None
     if use_udev:
-        try:
-            import pyudev
+        from .uevent import open_waker
 
-            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
-            monitor.filter_by("vfio")
-            monitor.start()
-        except Exception:  # noqa: BLE001 - no udev here: poll
-            monitor = None
-    deadline = time.monotonic() + timeout
-    seen_since: float | None = None
-    while True:
-        now = time.monotonic()
-        if is_chr(path):
-            seen_since = seen_since if seen_since is not None else now
-            if now - seen_since >= stable:
-                return True
-        else:
-            seen_since = None
-        if now >= deadline:
-            return False
-        wait = 0.02 if seen_since is None else min(0.05, stable)
-        if monitor is not None and seen_since is None:
-            monitor.poll(timeout=wait)
-        else:
-            time.sleep(wait)
+        monitor = open_waker()
+    try:
+        deadline = time.monotonic() + timeout
+        seen_since: float | None = None
+        while True:
+            now = time.monotonic()
+            if is_chr(path):
+                seen_since = seen_since if seen_since is not None else now
+                if now - seen_since >= stable:
+                    return True
+            else:
+                seen_since = None
+            if now >= deadline:
+                return False
+            wait = 0.02 if seen_since is None else min(0.05, stable)
+            if monitor is not None and seen_since is None:
+                monitor.wait(wait)
+            else:
+                time.sleep(wait)
+    finally:
+        if monitor is not None:
+            monitor.close()
