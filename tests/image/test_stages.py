@@ -138,7 +138,7 @@ def test_driver_install_and_chisel(base_root, standin_run):
     assert (st.st_uid, st.st_gid) == (1000, 1000)
 
 
-def test_bad_input_is_one_line_with_exit_13(tmp_path, standin_run):
+def test_bad_input_is_one_line_with_exit_17(tmp_path, standin_run):
     env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
     cmd = [sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", str(tmp_path / "o")]
     for extra, msg in ((["--agent", str(tmp_path / "nope")], "no such file"),
@@ -146,7 +146,7 @@ def test_bad_input_is_one_line_with_exit_13(tmp_path, standin_run):
                        (["--agent", str(AGENT), "--driver", str(standin_run)], "--driver needs --kernel-version"),
                        (["--agent", str(AGENT), "--format", "iso"], "--format must be")):
         r = subprocess.run(cmd + extra, capture_output=True, text=True, env=env)
-        assert r.returncode == 13, (extra, r.stderr)
+        assert r.returncode == 17, (extra, r.stderr)
         assert r.stderr.count("\n") == 1 and msg in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
 
@@ -164,7 +164,7 @@ def test_failed_build_leaves_previous_output_untouched(tmp_path, standin_run):
     r = subprocess.run([*map(str, [sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", out, "--agent", AGENT,
                          "--driver", standin_run, "--kernel-version", "6.1.0-99-amd64", "--kernel-modules", fake_mods])],
                         capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
-    assert r.returncode == 13 and "not the guest kernel 6.1.0-99-amd64" in r.stderr, r.stderr
+    assert r.returncode == 17 and "not the guest kernel 6.1.0-99-amd64" in r.stderr, r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
     assert (out / "manifest.json").read_text() == "previous\n"
 
