@@ -73,3 +73,28 @@ def test_bind_into_a_held_group_is_refused(bound):
     rc, out, err = cli(k, "bind", "0000:a0:00.1")
     assert rc == 16 and "pid 5000 (qemu-system-aarch64)" in err and "cannot bind IOMMU group 30" in err, err
     assert snapshot(k.root) == before
+
+
+def test_holder_in_another_namespace_is_found_by_device_number(tmp_path):
+    """Kata's QEMU runs under its shim: its fd's link text need not be our /dev/vfio/N, but the rdev is."""
+    import os
+
+    from prereq import skip_or_fail
+
+    from kata_npu.host.paths import HostPaths
+    from kata_npu.host.usage import group_in_use
+
+    if os.geteuid() != 0:
+        skip_or_fail("a real char device node (mknod) needs root")
+    root = tmp_path / "root"
+    (root / "dev/vfio").mkdir(parents=True)
+    null = os.stat("/dev/null").st_rdev
+    os.mknod(root / "dev/vfio/7", 0o20600, null)  # the group node: same device number as /dev/null
+    fd_dir = root / "proc/4242/fd"
+    fd_dir.mkdir(parents=True)
+    (root / "proc/4242/cmdline").write_bytes(b"qemu-system-x86_64\0-name\0sandbox\0")
+    os.symlink("/dev/null", fd_dir / "9")  # a path from another mount namespace, same char device
+    assert group_in_use(HostPaths.from_root(root), 7) == [(4242, "qemu-system-x86_64 -name sandbox", "/dev/vfio/7")]
+    os.unlink(fd_dir / "9")
+    os.symlink("/dev/zero", fd_dir / "9")  # another device: not a holder
+    assert group_in_use(HostPaths.from_root(root), 7) == []

@@ -167,9 +167,31 @@ def _command(paths: HostPaths, pid: str) -> str:
     return cmd or _read(paths.proc / pid / "comm") or "?"
 
 
+def _char_rdevs(paths: HostPaths, targets: set[str]) -> dict[int, str]:
+    """Device number -> target, for the targets that are real char devices under the root."""
+    import stat
+
+    out = {}
+    for t in targets:
+        try:
+            st = os.stat(paths.root / t.lstrip("/"))
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode):
+            out[st.st_rdev] = t
+    return out
+
+
 def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
-    """(pid, command, node) for every open fd whose target is one of ``targets`` (host paths)."""
+    """(pid, command, node) for every open fd on one of ``targets`` (host paths).
+
+    An fd matches by its link text, or, for real char devices, by device number: a process in another
+    mount namespace or chroot (Kata's QEMU under its shim) shows a path that is not ours, but the same rdev.
+    """
+    import stat
+
     found = []
+    rdevs = _char_rdevs(paths, targets)
     try:
         pids = [p for p in os.listdir(paths.proc) if p.isdigit()]
     except OSError:
@@ -185,8 +207,16 @@ def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
                 target = os.readlink(fd_dir / fd)
             except OSError:
                 continue
-            if target in targets:
-                found.append((int(pid), _command(paths, pid), target))
+            node = target if target in targets else None
+            if node is None and rdevs and not target.startswith(("socket:", "pipe:", "anon_inode:")):
+                try:
+                    st = os.stat(fd_dir / fd)
+                except OSError:
+                    continue
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev in rdevs:
+                    node = rdevs[st.st_rdev]
+            if node is not None:
+                found.append((int(pid), _command(paths, pid), node))
                 break
     return sorted(found)
 
