@@ -1,5 +1,8 @@
 """Boot a built initrd in QEMU (TCG) with Debian's kernel and N ``edu`` devices; collect the console.
 
+With ``disk``, the image is attached read-only as virtio-blk (as Kata attaches ``image`` with
+``disable_image_nvdimm``) and ``initrd`` is the test shim (shim.py) that mounts it as the root.
+
 The image's /init (the stand-in agent) powers the VM off when done, so a boot is
 one bounded QEMU run; every line the agent and the container print is on ttyS0.
 """
@@ -28,13 +31,16 @@ class Boot:
         raise AssertionError(f"no {prefix} {key} line; console:\n{self.console[-3000:]}")
 
 
-def boot(vmlinuz: str, initrd: Path, edu: int = 1, cmdline: str = "", timeout: float = 120) -> Boot:
+def boot(vmlinuz: str, initrd: Path, edu: int = 1, cmdline: str = "", timeout: float = 120,
+         disk: Path | None = None) -> Boot:
     with tempfile.TemporaryDirectory() as t:
         console = Path(t) / "console.log"
         args = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512M", "-smp", "1",
                 "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none", "-serial", f"file:{console}",
                 "-kernel", vmlinuz, "-initrd", str(initrd),
                 "-append", f"console=ttyS0 panic=-1 loglevel=4 edd=off {cmdline}"]
+        if disk is not None:
+            args += ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
         for _ in range(edu):
             args += ["-device", "edu"]
         t0 = time.monotonic()

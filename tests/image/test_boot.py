@@ -8,10 +8,19 @@ must see davinci0 only. The module is loaded by the image's own boot step.
 
 from __future__ import annotations
 
-from .boot import boot
+import json
+from pathlib import Path
+
+from kata_npu.kataconfig import schema
+
+from .boot import Boot, boot
 from .conftest import kver
+from .shim import build_shim, module_files
 
 MANAGEMENT = ["davinci_manager", "devmm_svm", "hisi_hdc"]
+# what kata-agent mounts as init, and nothing else (no /tmp)
+AGENT_MOUNTS = ("/proc=proc /sys=sysfs /dev=devtmpfs /dev/shm=tmpfs /dev/pts=devpts /run=tmpfs "
+                "/sys/fs/cgroup=cgroup2 /tmp={tmp}")
 
 
 def _vmlinuz() -> str:
@@ -20,6 +29,30 @@ def _vmlinuz() -> str:
 
 def test_boot_injects_visible_npu_only(image):
     b = boot(_vmlinuz(), image / "kata-npu-initrd.img", edu=2, cmdline="npu_standin.delay_ms=2000")
+    assert b.value("AGENT:", "mounts") == AGENT_MOUNTS.format(tmp="None")
+    assert b.value("AGENT:", "writable") == "/run=ok /tmp=ok"  # the initrd's root is a writable rootfs
+    _assert_injected(b)
+
+
+def test_disk_image_boots_read_only_and_injects(image):
+    """The erofs disk image as Kata boots it: virtio-blk, the root parameters `config render` makes Kata pass
+    for kata-values.json (rootfs_type), kernel-mounted read-only root, the agent as /sbin/init."""
+    rootfs_type = json.loads((image / "kata-values.json").read_text())["rootfs_type"]
+    params = " ".join(schema.kata_root_params(rootfs_type))
+    assert params == "root=/dev/vda1 rootflags=ro rootfstype=erofs"
+    shim = build_shim(kver(), Path.home() / ".cache" / "kata-npu-image")
+    b = boot(_vmlinuz(), shim, edu=2, cmdline=f"{params} npu_standin.delay_ms=2000",
+             disk=image / "kata-npu-rootfs.img")
+    assert b.lines("SHIM:") == ["mount /dev/vda1 type erofs options ro,ro"], b.console[-3000:]
+    assert b.value("AGENT:", "root") == "fstype=erofs ro=True", b.console[-3000:]
+    assert b.value("AGENT:", "mounts") == AGENT_MOUNTS.format(tmp="None")
+    # everything the image writes goes to /run (the agent's tmpfs); the image root stays read-only
+    assert b.value("AGENT:", "writable") == "/run=ok /tmp=Read-only file system"
+    _assert_injected(b, shim_modules=[m.stem for m in module_files(kver())])
+
+
+def _assert_injected(b: Boot, shim_modules: list[str] = ()) -> None:
+    """Two chips, ASCEND_VISIBLE_DEVICES=0, nodes made 2 s after probe: the container sees chip 0 only."""
     agent = b.lines("AGENT:")
     assert not [l for l in agent if l.startswith("error")], b.console[-3000:]
     loader = [l for l in agent if l.startswith("loader ")]
@@ -33,7 +66,7 @@ def test_boot_injects_visible_npu_only(image):
     assert b.value("CONTAINER:", "write /usr/local/Ascend/driver/lib64/probe") == "Read-only file system"
     assert b.value("CONTAINER:", "write /usr/local/probe") == "ok"  # control: the rest of the rootfs is writable
     assert b.value("CONTAINER:", "install_info") == "True"
-    assert b.value("CONTAINER:", "modules") == "npu_standin"
+    assert b.value("CONTAINER:", "modules") == ",".join(sorted(["npu_standin", *shim_modules]))
     assert "done" in b.lines("CONTAINER:")
 
 

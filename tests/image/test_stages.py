@@ -179,6 +179,15 @@ def test_config_render_loads_the_driver_modules(image, tmp_path):
     doc = tomllib.loads(r.stdout)
     assert doc["agent"]["kata"]["kernel_modules"] == ["npu_standin"]
     assert doc["hypervisor"]["qemu"]["image"] == "/usr/share/kata-npu/kata-npu-rootfs.img"
+    # the image is erofs: without rootfs_type Kata would mount it as ext4 (its default) and fail to boot
+    assert doc["hypervisor"]["qemu"]["rootfs_type"] == "erofs"
+    assert doc["hypervisor"]["qemu"]["disable_image_nvdimm"] is True  # virtio-blk: root=/dev/vda1
+    # a drop-in over the distribution's file carries the image with its filesystem, never one without the other
+    r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "config", "dropin", "--values",
+                        str(image / "kata-values.json"), "--arch", "x86_64"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    qemu = tomllib.loads(r.stdout)["hypervisor"]["qemu"]
+    assert (qemu["image"], qemu["rootfs_type"]) == ("/usr/share/kata-npu/kata-npu-rootfs.img", "erofs")
 
 
 def test_initrd_holds_only_what_runs(image, tmp_path):

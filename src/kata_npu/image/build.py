@@ -196,10 +196,14 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
                 disk.write_disk(stage, tmp, o.source_date_epoch, o.fs)
             artifacts.append(Artifact(name, fmt, sha256_file(tmp), os.path.getsize(tmp)))
         inputs.append(Input("python", "python", version=_guest_python(stage)))
-        # values for `kata-npu config render --values`: agent-as-init loads the driver via kernel_modules
+        # values for `kata-npu config render --values`: agent-as-init loads the driver via kernel_modules;
+        # a disk image also carries its filesystem (Kata's rootfs_type picks the guest's root mount)
         values = os.path.join(work, VALUES)
+        doc: dict = {"kernel_modules": modules}
+        if "image" in o.formats:
+            doc["rootfs_type"] = o.fs
         with open(values, "w") as f:
-            f.write(json.dumps({"kernel_modules": modules}, indent=2) + "\n")
+            f.write(json.dumps(doc, indent=2) + "\n")
         publish(values, os.path.join(p.out, VALUES))
         for a in artifacts:
             publish(os.path.join(work, a.path), os.path.join(p.out, a.path))

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from .. import output
+from .model import DEFAULT_FS
 
 app = typer.Typer(help="Build reproducible Kata guest images with the NPU driver and the kata-npu hook.",
                   no_args_is_help=True)
@@ -26,7 +27,7 @@ def build_cmd(
     arch: str = typer.Option(os.uname().machine, "--arch", help="x86_64 or aarch64 (native only)."),
     npu_vendor: List[str] = typer.Option([], "--npu-vendor", help="PCI vendor id gating module loading (default 0x19e5)."),
     compress: str = typer.Option("gzip", "--compress", help="initrd compression: gzip or zstd."),
-    fs: str = typer.Option("erofs", "--fs", help="Disk image filesystem: erofs (reproducible) or ext4 (ctimes differ per build)."),
+    fs: str = typer.Option(DEFAULT_FS, "--fs", help="Disk image filesystem: erofs (reproducible) or ext4 (ctimes differ per build)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, build nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

@@ -17,6 +17,10 @@ HWHIAI_GID = 1000
 ARCHES = {"x86_64": "amd64", "aarch64": "arm64"}
 #: Vendor ids whose PCI functions gate the NPU module loading at boot (Huawei).
 NPU_VENDORS = ("0x19e5",)
+#: Disk image filesystems; erofs is the default (bit-reproducible). `kata-npu config render` takes its
+#: `rootfs_type` default from here and from the build's kata-values.json.
+FS_TYPES = ("erofs", "ext4")
+DEFAULT_FS = "erofs"
 
 
 ImageError = ImageBuildError  # an input or stage failed; nothing half-written is left in --out
@@ -37,7 +41,7 @@ class BuildOptions:
     cache_dir: str = field(default_factory=lambda: os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "kata-npu-image"))
     compress: str = "gzip"
-    fs: str = "erofs"
+    fs: str = DEFAULT_FS
 
     def check(self) -> None:
         """Reject bad input before any work: one clear line each."""
@@ -63,8 +67,8 @@ class BuildOptions:
             raise ImageError("--driver needs --kernel-version (the guest kernel the modules are for)")
         if self.kernel_version and not os.path.isdir(self.modules_dir()):
             raise ImageError(f"guest kernel modules dir {self.modules_dir()} not found (pass --kernel-modules DIR)")
-        if self.fs not in ("erofs", "ext4"):
-            raise ImageError(f"--fs must be erofs or ext4, got {self.fs!r}")
+        if self.fs not in FS_TYPES:
+            raise ImageError(f"--fs must be {' or '.join(FS_TYPES)}, got {self.fs!r}")
         if self.compress not in ("gzip", "zstd"):
             raise ImageError(f"compression must be gzip or zstd, got {self.compress!r}")
 

@@ -95,6 +95,26 @@ KATA_DEFAULT_KERNEL_PARAMS = {
     "x86_64": ("cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1"),
     "aarch64": ("cgroup_no_v1=all", "systemd.unified_cgroup_hierarchy=1"),
 }
+# Guest root filesystems Kata 3.30 mounts from `image` (hypervisor.go RootfsType; rootfs_type, default ext4).
+ROOTFS_TYPES = ("ext4", "xfs", "erofs")
+KATA_DEFAULT_ROOTFS_TYPE = "ext4"
+# QEMU's DAX on the nvdimm root (qemu_amd64.go / qemu_arm64.go `dax`).
+NVDIMM_DAX = {"x86_64": True, "aarch64": False}
+
+
+def kata_root_params(rootfs_type: str, nvdimm: bool = False, dax: bool = False) -> tuple[str, ...]:
+    """The guest root parameters Kata 3.30 adds for an `image` (GetKernelRootParams, no dm-verity): the one
+    description of how the guest kernel mounts our disk image, used by the boot test's shim as well."""
+    if rootfs_type not in ROOTFS_TYPES:
+        raise ValueError(f"rootfs_type {rootfs_type!r}: Kata supports {', '.join(ROOTFS_TYPES)}")
+    if not nvdimm and dax:
+        raise ValueError("Virtio-Blk does not support DAX")
+    flags = "data=ordered,errors=remount-ro ro" if rootfs_type == "ext4" else "ro"
+    if dax:
+        flags = "dax," + flags if rootfs_type == "ext4" else "dax " + flags
+    return ("root=/dev/pmem0p1" if nvdimm else "root=/dev/vda1", f"rootflags={flags}", f"rootfstype={rootfs_type}")
+
+
 # The release our output is verified against (Kata's loader, built from source); --set kata_version=… retargets.
 DEFAULT_KATA_VERSION = "3.30"
 # From Kata 3.32 [agent.kata] visible_cdi_devices is a configuration key; before, a kernel parameter.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..image.model import DEFAULT_FS
 from . import schema
 
 
@@ -33,6 +34,7 @@ class KataValues:
     hypervisor_path: str = "/opt/kata/bin/qemu-system-x86_64"
     kernel: str = "/usr/share/kata-npu/vmlinux-npu"
     image: str = "/usr/share/kata-npu/kata-npu-rootfs.img"
+    rootfs_type: str = DEFAULT_FS  # the image's filesystem (`image build --fs`); Kata's own default is ext4
     kernel_modules: tuple[str, ...] = ()  # agent loads these at boot (`kata-npu image build` writes them)
     machine_type: str = "q35"
     firmware: str = ""
@@ -60,6 +62,11 @@ class KataValues:
     @property
     def groups(self) -> list[int]:
         return sorted({d.group for d in self.devices})
+
+    @property
+    def root_params(self) -> tuple[str, ...]:
+        """How Kata mounts `image` in the guest: virtio-blk (the full file sets disable_image_nvdimm)."""
+        return schema.kata_root_params(self.rootfs_type)
 
     @property
     def root_ports_needed(self) -> int:
@@ -93,6 +100,12 @@ def _bool(v: str | bool) -> bool:
     raise ValueError(f"not a boolean: {v!r}")
 
 
+def _rootfs_type(v: str) -> str:
+    if v not in schema.ROOTFS_TYPES:
+        raise ValueError(f"use one of {', '.join(schema.ROOTFS_TYPES)}")
+    return v
+
+
 def _list(v) -> tuple[str, ...]:
     if isinstance(v, (list, tuple)):
         return tuple(str(x) for x in v)
@@ -100,7 +113,7 @@ def _list(v) -> tuple[str, ...]:
 
 
 SETTABLE = {
-    "hypervisor_path": str, "kernel": str, "image": str, "machine_type": str, "firmware": str,
+    "hypervisor_path": str, "kernel": str, "image": str, "rootfs_type": _rootfs_type, "machine_type": str, "firmware": str,
     "kernel_params": str, "default_vcpus": int, "default_memory": int, "default_maxmemory": int,
     "cold_plug_vfio": str, "hot_plug_vfio": str, "pcie_root_port": int, "guest_hook_path": str,
     "vfio_mode": str, "enable_annotations": _list, "visible_cdi_devices": _bool,

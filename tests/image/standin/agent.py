@@ -1,8 +1,12 @@
 #!/usr/bin/python3 -IS
 """Test-only stand-in for kata-agent, baked into the test image as /init.
 
-Does what kata-agent does around a container start, no more: mounts the
-pseudo filesystems, loads the NPU modules as the image's boot step, builds a
+Does what kata-agent does around a container start, no more: as init it mounts
+exactly what kata-agent mounts in AGENT_INIT mode (general_mount's proc, sysfs,
+devtmpfs, /dev/shm, /dev/pts, /run; cgroups_mount's cgroup2, Kata's kernel_params
+being cgroup v2 only), links /dev/ptmx, takes a session and sets the hostname; no
+/tmp, so on a read-only disk image root only /run and /dev are writable. Then it
+loads the NPU modules as the image's boot step, builds a
 container (own mount namespace, tmpfs rootfs and /dev), runs the image's
 prestart hooks exactly as kata-agent runs them (from the guest hook path, in
 lexicographic order, regular executables only, empty environment, argv
@@ -20,9 +24,21 @@ from kata_npu.guest import ffi  # noqa: E402
 HOOKS = "/usr/share/oci/hooks/prestart"
 BUNDLE = "/run/kata-containers/c1"
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 4096, 16384, 1 << 18
+MS_RELATIME = 1 << 21
 CLONE_NEWNS = 0x20000
 _unshare = ffi._func("unshare", (ffi.c_int,))
 _reboot = ffi._func("reboot", (ffi.c_int,))
+_sethostname = ffi._func("sethostname", (ffi.c_char_p, ffi.c_ulong))
+# kata-agent src/agent/src/mount.rs: INIT_ROOTFS_MOUNTS, then get_cgroup_mounts() for a unified hierarchy
+INIT_MOUNTS = (
+    ("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+    ("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+    ("dev", "/dev", "devtmpfs", MS_NOSUID, None),
+    ("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, None),
+    ("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, None),
+    ("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, None),
+    ("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RELATIME, "nsdelegate"),
+)
 
 CHECK = r"""
 import os
@@ -110,13 +126,52 @@ def container_child(ready_w, go_r, env):
     os.execve("/usr/bin/python3", ["python3", "-IS", "-c", CHECK], env)
 
 
+def fstype(path):
+    """Filesystem type mounted at ``path`` (last entry wins), None when nothing is."""
+    found = None
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == path:
+                found = fields[2]
+    return found
+
+
+def init_as_agent():
+    """kata-agent's init_agent_as_init(): its mounts in its order (create_dir_all first, skip what is already
+    mounted with that type), /dev/ptmx -> pts/ptmx, setsid, hostname from /etc/hostname."""
+    for src, dest, fs, flags, data in INIT_MOUNTS:
+        os.makedirs(dest, exist_ok=True)
+        if os.path.exists("/proc/self/mounts") and fstype(dest) == fs:
+            continue
+        mount(src, dest, fs, flags, data)
+    os.unlink("/dev/ptmx")
+    os.symlink("/dev/pts/ptmx", "/dev/ptmx")
+    os.setsid()
+    try:
+        with open("/etc/hostname") as f:
+            name = f.read().split(" ")[0].strip().encode()
+    except OSError:
+        name = b"localhost"
+    _sethostname(name, len(name))
+
+
+def writable(path):
+    try:
+        os.close(os.open(f"{path}/.kata-npu-probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(f"{path}/.kata-npu-probe")
+        return "ok"
+    except OSError as e:
+        return e.strerror
+
+
 def main():
-    mount("proc", "/proc", "proc")
-    mount("sysfs", "/sys", "sysfs")
-    mount("devtmpfs", "/dev", "devtmpfs")
-    mount("run", "/run", "tmpfs", 0, "mode=755")
-    mount("cgroup2", "/sys/fs/cgroup", "cgroup2")
+    init_as_agent()
     log(f"start uptime={uptime():.2f}")
+    log(f"root fstype={fstype('/')} ro={os.statvfs('/').f_flag & 1 == 1}")
+    log("mounts " + " ".join(f"{m}={fstype(m)}" for m in ("/proc", "/sys", "/dev", "/dev/shm", "/dev/pts", "/run",
+                                                           "/sys/fs/cgroup", "/tmp")))
+    log(f"writable /run={writable('/run')} /tmp={writable('/tmp')}")
     # kata-agent's kernel_modules step; here the image's own loader, as the systemd flavour runs it
     rc, dt = run_hook("/usr/libexec/kata-npu/npu-modules", "")
     with open("/run/kata-npu/driver.status") as f:
