@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -86,6 +87,17 @@ func kataNpuProbe(cfg string) kataNpuProbeResult {
 		return r
 	}
 	hc := rc.HypervisorConfig
+	// The root parameters QEMU's launch adds for an image (qemu_arch_base.go handleImagePath): dax only on an
+	// nvdimm root, and only where the arch enables it (qemu_amd64.go dax: true; arm64 false).
+	rootParams := ""
+	if hc.ImagePath != "" {
+		dax := !hc.DisableImageNvdimm && goruntime.GOARCH == "amd64"
+		if p, err := vc.GetKernelRootParams(hc.RootfsType, hc.DisableImageNvdimm, dax, hc.KernelVerityParams); err == nil {
+			rootParams = strings.Join(vc.SerializeParams(p, "="), " ")
+		} else {
+			rootParams = "error: " + err.Error()
+		}
+	}
 	vfioMode := "vfio"
 	if rc.VfioMode == config.VFIOModeGuestKernel {
 		vfioMode = "guest-kernel"
@@ -111,6 +123,8 @@ func kataNpuProbe(cfg string) kataNpuProbeResult {
 		"virtio_fs_daemon":             hc.VirtioFSDaemon,
 		"virtio_fs_extra_args":         hc.VirtioFSExtraArgs,
 		"disable_image_nvdimm":         hc.DisableImageNvdimm,
+		"rootfs_type":                  hc.RootfsType,
+		"root_params":                  rootParams,
 		"vfio_mode":                    vfioMode,
 		"static_sandbox_resource_mgmt": rc.StaticSandboxResourceMgmt,
 	}

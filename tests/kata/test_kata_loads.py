@@ -86,6 +86,16 @@ def test_kata_loads_what_we_render(kata, tmp_path, case):
         assert (got["path"], got["kernel"], got["image"]) == (v.hypervisor_path, v.kernel, v.image)
     else:  # the drop-in leaves the base's files alone unless told otherwise
         assert (got["path"], got["kernel"], got["image"]) == (base["path"], base["kernel"], base["image"])
+    if kind == "full" or use_set:  # our image travels with its filesystem: Kata mounts it as we describe
+        assert got["rootfs_type"] == v.rootfs_type == "erofs"
+        nvdimm = not got["disable_image_nvdimm"]
+        if arch == "x86_64" or not nvdimm:  # the amd64 loader's dax choice is amd64's
+            assert got["root_params"] == " ".join(schema.kata_root_params(
+                v.rootfs_type, nvdimm, nvdimm and schema.NVDIMM_DAX[arch]))
+        if kind == "full":
+            assert got["root_params"] == " ".join(v.root_params) == "root=/dev/vda1 rootflags=ro rootfstype=erofs"
+    else:
+        assert got["rootfs_type"] == base.get("rootfs_type", "ext4")
     if kind == "dropin":
         assert got["firmware"] == norm(v.firmware or base["firmware"])
         assert got["enable_annotations"] == (list(v.enable_annotations) or base["enable_annotations"])
