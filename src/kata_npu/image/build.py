@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from . import base, chisel, disk, driver, initrd, manifest, pysubset
+from . import base, chisel, disk, driver, initrd, lock, manifest, pysubset
 from .model import BASE_PACKAGES, Artifact, BuildOptions, ImageError, Input
 from .util import publish, run, sha256_file
 
@@ -44,7 +44,10 @@ class Plan:
 
 def plan(o: BuildOptions) -> Plan:
     o.check()
-    b = o.from_rootfs or f"mmdebstrap {base.SUITE} essential + {', '.join(BASE_PACKAGES)} (cache key {base.cache_key(o.arch)})"
+    lk = lock.load(o.lock) if o.lock else None
+    b = o.from_rootfs or (f"mmdebstrap {base.SUITE} essential + {', '.join(BASE_PACKAGES)} from {o.base_mirror()}"
+                          + (f", {len(lk.pins)} versions locked by {o.lock}" if lk else "")
+                          + f" (cache key {base.cache_key(o.arch, mirror=o.base_mirror(), lock=lk)})")
     steps = ["unpack base", *(f"install driver {os.path.basename(d)}" for d in o.drivers)]
     if o.kernel_version:
         steps.append(f"depmod -b ROOT {o.kernel_version}; vermagic check")
@@ -99,10 +102,15 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: lis
         base.from_rootfs(o.from_rootfs, root)
         inputs.append(Input(os.path.abspath(o.from_rootfs), "rootfs"))
     else:
-        tar = base.base_tarball(o.cache_dir, o.arch)
+        lk = lock.load(o.lock) if o.lock else None
+        tar = base.base_tarball(o.cache_dir, o.arch, mirror=o.base_mirror(), lock=lk)
         base.unpack(tar, root)
         inputs.append(Input(f"debian-{base.SUITE}", "base", sha256_file(tar)))
-    for name, ver in sorted(base.package_versions(root, BASE_PACKAGES + ("libc6", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")).items()):
+        inputs.append(Input(o.base_mirror(), "mirror"))
+        if lk:
+            inputs.append(Input(os.path.basename(o.lock), "lock", sha256_file(o.lock)))
+    # every package of the base: this manifest is a complete --lock for the next build
+    for name, ver in sorted(base.package_versions(root).items()):
         inputs.append(Input(name, "deb", version=ver))
     before = chisel.snapshot(root)
     modules: list[str] = []

@@ -28,6 +28,8 @@ def build_cmd(
     npu_vendor: List[str] = typer.Option([], "--npu-vendor", help="PCI vendor id gating module loading (default 0x19e5)."),
     compress: str = typer.Option("gzip", "--compress", help="initrd compression: gzip or zstd."),
     fs: str = typer.Option(DEFAULT_FS, "--fs", help="Disk image filesystem: erofs (reproducible) or ext4 (ctimes differ per build)."),
+    mirror: Optional[str] = typer.Option(None, "--mirror", help="Debian mirror URL of the base (default deb.debian.org; a snapshot.debian.org URL for an old --lock)."),
+    lock: Optional[str] = typer.Option(None, "--lock", help="Install exactly these Debian versions: a previous build's manifest.json or a pkg=version list."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan, build nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -41,7 +43,7 @@ def build_cmd(
     formats = ("initrd", "image") if fmt == "both" else (fmt,)
     o = BuildOptions(out=out, formats=formats, init=init, agent=agent, drivers=tuple(drivers),
                      kernel_version=kernel_version, kernel_modules=kernel_modules, from_rootfs=from_rootfs,
-                     arch=arch, source_date_epoch=int(epoch_text), compress=compress, fs=fs,
+                     arch=arch, source_date_epoch=int(epoch_text), compress=compress, fs=fs, mirror=mirror, lock=lock,
                      npu_vendors=tuple(v.lower() for v in npu_vendor) or NPU_VENDORS)
     if dry_run:
         p = build.plan(o)

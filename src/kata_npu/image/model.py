@@ -42,6 +42,8 @@ class BuildOptions:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "kata-npu-image"))
     compress: str = "gzip"
     fs: str = DEFAULT_FS
+    mirror: str | None = None  # Debian mirror of the base (default MIRROR); recorded in the manifest and cache key
+    lock: str | None = None  # manifest.json of a previous build, or a pkg=version list (image/lock.py)
 
     def check(self) -> None:
         """Reject bad input before any work: one clear line each."""
@@ -69,8 +71,19 @@ class BuildOptions:
             raise ImageError(f"guest kernel modules dir {self.modules_dir()} not found (pass --kernel-modules DIR)")
         if self.fs not in FS_TYPES:
             raise ImageError(f"--fs must be {' or '.join(FS_TYPES)}, got {self.fs!r}")
+        if self.mirror is not None and not self.mirror.startswith(("http://", "https://", "file://", "copy://")):
+            raise ImageError(f"--mirror must be an http(s)://, file:// or copy:// URL, got {self.mirror!r}")
+        if self.from_rootfs and (self.mirror or self.lock):
+            raise ImageError("--mirror and --lock apply to the Debian base, not to --from-rootfs")
+        if self.lock is not None:
+            from .lock import load
+
+            load(self.lock)  # one clear line for a missing or malformed lock
         if self.compress not in ("gzip", "zstd"):
             raise ImageError(f"compression must be gzip or zstd, got {self.compress!r}")
+
+    def base_mirror(self) -> str:
+        return (self.mirror or MIRROR).rstrip("/")
 
     def modules_dir(self) -> str:
         return self.kernel_modules or f"/lib/modules/{self.kernel_version}"
