@@ -54,7 +54,9 @@ class BuildOptions:
         if self.arch not in ARCHES:
             raise ImageError(f"--arch must be one of {', '.join(ARCHES)}, got {self.arch!r}")
         if os.uname().machine != self.arch:
-            raise ImageError(f"--arch {self.arch}: cross builds are not supported on {os.uname().machine}")
+            from .foreign import require
+
+            require(self.arch, os.uname().machine)  # binfmt_misc + qemu-user-static, or one clear line
         for f in self.formats:
             if f not in ("initrd", "image"):
                 raise ImageError(f"--format must be initrd, image or both, got {f!r}")
