@@ -24,7 +24,7 @@ def build_cmd(
     kernel_version: Optional[str] = typer.Option(None, "--kernel-version", help="Guest kernel release (uname -r in the guest)."),
     kernel_modules: Optional[str] = typer.Option(None, "--kernel-modules", help="Guest kernel's module dir (default /lib/modules/KVER)."),
     from_rootfs: Optional[str] = typer.Option(None, "--from-rootfs", help="Start from this rootfs (e.g. Kata osbuilder's) instead of Debian."),
-    arch: str = typer.Option(os.uname().machine, "--arch", help="x86_64 or aarch64 (native only)."),
+    arch: str = typer.Option(os.uname().machine, "--arch", help="x86_64 or aarch64 (a foreign one needs qemu-user-static in binfmt_misc)."),
     npu_vendor: List[str] = typer.Option([], "--npu-vendor", help="PCI vendor id gating module loading (default 0x19e5)."),
     compress: str = typer.Option("gzip", "--compress", help="initrd compression: gzip or zstd."),
     fs: str = typer.Option(DEFAULT_FS, "--fs", help="Disk image filesystem: erofs (reproducible) or ext4 (ctimes differ per build)."),
