@@ -81,6 +81,45 @@ def test_disk_has_fixed_label_id_and_a_valid_erofs_partition(tmp_path):
     assert not list(tmp_path.glob("*.fs")), "temporary filesystem left behind"
 
 
+def test_detect_fs_reads_the_first_partition(tmp_path):
+    """What `config check` compares with rootfs_type: the filesystem Kata's root=/dev/vda1 finds."""
+    stage = tmp_path / "stage"
+    _tree(stage)
+    for fs in ("erofs", "ext4"):
+        img = tmp_path / f"{fs}.img"
+        disk.write_disk(str(stage), str(img), 1000, fs)
+        assert disk.detect_fs(str(img)) == fs
+    raw = tmp_path / "raw.fs"
+    disk.write_fs(str(stage), str(raw), 1000, "erofs")
+    assert disk.detect_fs(str(raw)) is None  # no partition table: not a Kata disk image
+    os.symlink(tmp_path / "erofs.img", tmp_path / "link.img")
+    assert disk.detect_fs(str(tmp_path / "link.img"), follow=False) is None
+
+
+def test_config_check_knows_the_image_filesystem(image, tmp_path):
+    """On the host: an erofs image under a config without rootfs_type (Kata: ext4) is an error; with it, fine."""
+    from kata_npu.kataconfig import render, values
+
+    root = tmp_path / "root"
+    (root / "sys").mkdir(parents=True)  # a host tree for --root
+    img = root / "usr/share/kata-npu/kata-npu-rootfs.img"
+    img.parent.mkdir(parents=True)
+    img.write_bytes((image / "kata-npu-rootfs.img").read_bytes())
+    conf = root / "etc/kata-containers/configuration-qemu-npu.toml"
+    conf.parent.mkdir(parents=True)
+    text = render.render("full", values.compute("x86_64", [])).text
+    results = {}
+    for name, t in (("with", text), ("without", text.replace('rootfs_type = "erofs"\n', ""))):
+        conf.write_text(t)
+        r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "--root", str(root), "config", "check", str(conf),
+                            "--arch", "x86_64", "--no-host-memory", "--json"], capture_output=True, text=True)
+        results[name] = (r.returncode, [f for f in json.loads(r.stdout)["findings"] if f["code"] == "rootfs-type"])
+    assert results["with"][1] == []
+    rc, found = results["without"]
+    assert rc == 12 and len(found) == 1 and found[0]["severity"] == "error", results
+    assert "holds erofs, but rootfs_type is ext4" in found[0]["message"] and 'rootfs_type = "erofs"' in found[0]["fix"]
+
+
 def test_vermagic_mismatch_is_one_clear_error(tmp_path, standin_run):
     from .standin import builder
 

@@ -62,3 +62,25 @@ def write_disk(stage: str, path: str, epoch: int, fstype: str = "erofs") -> None
     finally:
         if os.path.exists(fs):
             os.unlink(fs)
+
+
+#: Superblock signatures at the partition's start: (offset, bytes) -> filesystem (Kata's rootfs_type values).
+SIGNATURES = ((1024, b"\xe2\xe1\xf5\xe0", "erofs"), (1024 + 56, b"\x53\xef", "ext4"), (0, b"XFSB", "xfs"))
+
+
+def detect_fs(path: str, follow: bool = True) -> str | None:
+    """Filesystem of the first MBR partition of a disk image (what Kata mounts as root=/dev/vda1), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        mbr = f.read(512)
+        if len(mbr) < 512 or mbr[510:512] != b"\x55\xaa":
+            return None
+        start = int.from_bytes(mbr[446 + 8:446 + 12], "little") * 512
+        for off, magic, name in SIGNATURES:
+            f.seek(start + off)
+            if f.read(len(magic)) == magic:
+                return name
+    return None

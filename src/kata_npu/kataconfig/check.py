@@ -173,10 +173,12 @@ def check_doc(doc: dict, arch: str, devices: list[NpuDevice] | tuple[NpuDevice, 
 HOST_FILE_KEYS = ("path", "kernel", "image", "initrd", "firmware")
 
 
-def check_host_files(doc: dict, paths) -> list[Finding]:
+def check_host_files(doc: dict, paths, dropin: bool = False) -> list[Finding]:
     """Kata's loader resolves every file its [hypervisor.qemu] names and refuses a 0-byte image or initrd:
-    say so here instead of in the shim's error. Under a test root, symlinks are not followed out of it."""
+    say so here instead of in the shim's error. Under a test root, symlinks are not followed out of it.
+    An image whose filesystem is not rootfs_type boots a guest that cannot mount its root: also said here."""
     import os
+    import stat
 
     f: list[Finding] = []
     hyp = doc.get("hypervisor", {}).get("qemu", {})
@@ -195,7 +197,23 @@ def check_host_files(doc: dict, paths) -> list[Finding]:
         if key in ("image", "initrd") and st.st_size == 0:
             f.append(Finding(WARNING, "empty-image", f"hypervisor.qemu.{key}",
                              f"{key} = {val!r} is empty: Kata refuses it (\"image ... is empty\")", "install the real guest image"))
+        elif key == "image" and stat.S_ISREG(st.st_mode) and (not dropin or "rootfs_type" in hyp):
+            f += _image_fs(hyp, val, str(p), paths.is_real)
     return f
+
+
+def _image_fs(hyp: dict, val: str, path: str, follow: bool) -> list[Finding]:
+    from ..image.disk import detect_fs
+
+    fs = detect_fs(path, follow)
+    want = hyp.get("rootfs_type") or schema.KATA_DEFAULT_ROOTFS_TYPE
+    if fs is None or fs == want:
+        return []
+    unset = "" if hyp.get("rootfs_type") else " (Kata's default: rootfs_type is not set)"
+    return [Finding(ERROR, "rootfs-type", "hypervisor.qemu.rootfs_type",
+                    f"image = {val!r} holds {fs}, but rootfs_type is {want}{unset}: Kata boots it with "
+                    f"{' '.join(schema.kata_root_params(want))} and the guest cannot mount its root",
+                    f'set rootfs_type = "{fs}"')]
 
 
 def check_text(text: str, arch: str, devices=(), dropin: bool = False, source: str = "config", host=None) -> list[Finding]:
@@ -219,7 +237,7 @@ def check_file(path: str | Path, arch: str, devices=(), dropin: bool | None = No
         dropin = p.parent.name == "config.d"
     findings = check_text(text, arch, devices, dropin, str(p), host)
     if paths is not None:
-        findings += check_host_files(tomllib.loads(text), paths)
+        findings += check_host_files(tomllib.loads(text), paths, dropin)
     return findings
 
 
