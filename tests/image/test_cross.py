@@ -132,3 +132,15 @@ def test_cross_build_refused_without_binfmt(tmp_path):
             foreign.require("aarch64", "x86_64", str(b))
         assert msg in str(e.value) and "apt-get install qemu-user-static arch-test" in str(e.value), str(e.value)
         assert e.value.exit_code == 17 and "\n" not in str(e.value)
+
+
+def test_agent_of_another_arch_is_refused(tmp_path):
+    """The agent must run in the guest: an x86_64 kata-agent in an aarch64 image is one line, before any work."""
+    _require()
+    if os.uname().machine == "aarch64":
+        pytest.skip("needs a host whose Python is not aarch64")
+    r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", str(tmp_path / "o"),
+                        "--agent", sys.executable, "--arch", "aarch64", "--dry-run"], capture_output=True, text=True)
+    assert r.returncode == 17, r.stderr
+    assert r.stderr.strip() == (f"kata-npu: error: --agent {sys.executable} is built for {os.uname().machine}, not "
+                                "aarch64 (use the kata-agent of the guest's architecture)")

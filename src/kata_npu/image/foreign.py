@@ -16,6 +16,21 @@ import shutil
 from .model import ImageError
 
 BINFMT = "/proc/sys/fs/binfmt_misc"
+#: ELF e_machine of each --arch
+EM = {"x86_64": 62, "aarch64": 183}
+
+
+def elf_arch(path: str) -> str | None:
+    """The --arch an ELF file is built for ("other" for neither), None when it is not ELF (a script)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return next((a for a, m in EM.items() if m == machine), "other")
 
 
 def missing(arch: str, binfmt_dir: str = BINFMT) -> str | None:

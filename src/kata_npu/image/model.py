@@ -65,6 +65,12 @@ class BuildOptions:
         for p in (self.agent, *self.drivers):
             if not os.path.isfile(p):
                 raise ImageError(f"{p}: no such file")
+        from .foreign import elf_arch
+
+        agent_arch = elf_arch(self.agent)
+        if agent_arch not in (None, self.arch):
+            raise ImageError(f"--agent {self.agent} is built for {agent_arch}, not {self.arch} (use the kata-agent "
+                             f"of the guest's architecture)")
         if self.from_rootfs and not os.path.isdir(self.from_rootfs):
             raise ImageError(f"--from-rootfs {self.from_rootfs}: not a directory")
         if self.drivers and not self.kernel_version:
