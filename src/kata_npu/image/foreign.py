@@ -4,8 +4,9 @@ The build runs the guest's own programs in a chroot: mmdebstrap's maintainer scr
 guest Python (stdlib subset, ``.pyc``), the driver installers. The kernel hands those foreign
 ELF files to qemu-user-static through binfmt_misc; the entry needs the F flag (interpreter
 opened at registration) to work inside a chroot that has no qemu binary. mmdebstrap also
-wants ``arch-test``. Debian 12's qemu-user-static registers ``qemu-<arch>`` with F at install
-time when systemd runs; without systemd (containers) it must be registered by hand.
+wants ``arch-test``. Debian 12's qemu-user-static ships ``/usr/lib/binfmt.d/qemu-<arch>.conf``
+(flags POF): systemd-binfmt registers it at boot, update-binfmts (binfmt-support, a Recommends)
+at install outside containers; otherwise ``systemd-binfmt FILE`` registers it now.
 """
 
 from __future__ import annotations
@@ -57,6 +58,6 @@ def require(arch: str, host: str, binfmt_dir: str = BINFMT) -> None:
     why = missing(arch, binfmt_dir)
     if why:
         raise ImageError(
-            f"--arch {arch} on {host}: {why}; apt-get install qemu-user-static arch-test (under systemd it registers "
-            f"qemu-{arch}; otherwise: mount -t binfmt_misc binfmt_misc {binfmt_dir}; "
-            f"/usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-{arch}.conf)")
+            f"--arch {arch} on {host}: {why}; apt-get install qemu-user-static arch-test, then as root "
+            f"(if not registered at boot): mount -t binfmt_misc binfmt_misc {binfmt_dir}; "
+            f"/usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-{arch}.conf")
