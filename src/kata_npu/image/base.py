@@ -39,7 +39,7 @@ def tarball_versions(tarball: str) -> dict[str, str]:
             return json.load(f)["versions"]
     except (OSError, ValueError, KeyError):
         pass
-    versions = tarball_versions_of(tarball)
+    versions = _tar_versions(tarball)
     if versions:
         _write_json(side, {"versions": versions})
     return versions
@@ -97,7 +97,7 @@ def base_tarball(cache_dir: str, arch: str, packages: tuple[str, ...] = BASE_PAC
             # resolve first (index download only, seconds): a version the mirror lacks fails before any install
             _mmdebstrap(arch, packages, mirror, tmp, lock, prefs, simulate=True)
         _mmdebstrap(arch, packages, mirror, tmp, lock, prefs)
-        versions = tarball_versions_of(tmp)
+        versions = _tar_versions(tmp)
         if lock and lock.mismatches(versions):
             raise ImageError(f"mmdebstrap installed other versions than locked: {', '.join(lock.mismatches(versions))}")
         os.replace(tmp, out)
@@ -111,7 +111,7 @@ def base_tarball(cache_dir: str, arch: str, packages: tuple[str, ...] = BASE_PAC
     return out
 
 
-def tarball_versions_of(tarball: str) -> dict[str, str]:
+def _tar_versions(tarball: str) -> dict[str, str]:
     """Read from the tarball's dpkg status (mmdebstrap writes ./var/lib/dpkg/status)."""
     r = subprocess.run(["tar", "-xOf", tarball, "./var/lib/dpkg/status"], capture_output=True, text=True)
     return parse_status(r.stdout) if r.returncode == 0 else {}
