@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from . import base, chisel, disk, driver, initrd, manifest, pysubset
+from . import base, chisel, disk, driver, initrd, manifest, pysubset, systemd
 from .model import BASE_PACKAGES, Artifact, BuildOptions, ImageError, Input
 from .util import publish, run, sha256_file
 
@@ -44,14 +44,22 @@ class Plan:
 
 def plan(o: BuildOptions) -> Plan:
     o.check()
-    b = o.from_rootfs or f"mmdebstrap {base.SUITE} essential + {', '.join(BASE_PACKAGES)} (cache key {base.cache_key(o.arch)})"
+    pkgs = base_packages(o)
+    b = o.from_rootfs or f"mmdebstrap {base.SUITE} essential + {', '.join(pkgs)} (cache key {base.cache_key(o.arch, pkgs)})"
     steps = ["unpack base", *(f"install driver {os.path.basename(d)}" for d in o.drivers)]
     if o.kernel_version:
         steps.append(f"depmod -b ROOT {o.kernel_version}; vermagic check")
     steps += ["install hook + boot step", "stdlib subset + unchecked-hash .pyc", "chisel"]
+    if o.init == "systemd":
+        steps.append(f"systemd as /init and /sbin/init: {systemd.TARGET}, {systemd.AGENT_UNIT}, {systemd.MODULES_UNIT}")
     steps += [f"write {ARTIFACT_NAMES[f]}" for f in o.formats] + ["write manifest.json"]
     return Plan(os.path.abspath(o.out), [ARTIFACT_NAMES[f] for f in o.formats], b,
                 [os.path.abspath(d) for d in o.drivers], o.kernel_version, o.init, steps)
+
+
+def base_packages(o: BuildOptions) -> tuple[str, ...]:
+    """The Debian packages of the build stage: the agent flavour's, plus systemd for ``--init systemd``."""
+    return BASE_PACKAGES + systemd.packages(o.init)
 
 
 def _install_hook(root: str) -> None:
@@ -99,10 +107,10 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: lis
         base.from_rootfs(o.from_rootfs, root)
         inputs.append(Input(os.path.abspath(o.from_rootfs), "rootfs"))
     else:
-        tar = base.base_tarball(o.cache_dir, o.arch)
+        tar = base.base_tarball(o.cache_dir, o.arch, base_packages(o))
         base.unpack(tar, root)
         inputs.append(Input(f"debian-{base.SUITE}", "base", sha256_file(tar)))
-    for name, ver in sorted(base.package_versions(root, BASE_PACKAGES + ("libc6", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")).items()):
+    for name, ver in sorted(base.package_versions(root, base_packages(o) + ("libc6", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")).items()):
         inputs.append(Input(name, "deb", version=ver))
     before = chisel.snapshot(root)
     modules: list[str] = []
@@ -162,8 +170,11 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: lis
     shutil.copyfile(o.agent, os.path.join(root, AGENT.lstrip("/")))
     os.chmod(os.path.join(root, AGENT.lstrip("/")), 0o755)
     c.add_elf(AGENT)
-    c.symlink(AGENT, "init")
-    c.symlink(AGENT, "usr/sbin/init")
+    if o.init == "systemd":
+        systemd.install(c, root, AGENT, LOADER)
+    else:
+        c.symlink(AGENT, "init")
+        c.symlink(AGENT, "usr/sbin/init")
     inputs.append(Input(os.path.basename(o.agent), "agent", sha256_file(o.agent), _agent_version(o.agent)))
     return stage
 
@@ -196,10 +207,9 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
                 disk.write_disk(stage, tmp, o.source_date_epoch, o.fs)
             artifacts.append(Artifact(name, fmt, sha256_file(tmp), os.path.getsize(tmp)))
         inputs.append(Input("python", "python", version=_guest_python(stage)))
-        # values for `kata-npu config render --values`: agent-as-init loads the driver via kernel_modules
         values = os.path.join(work, VALUES)
         with open(values, "w") as f:
-            f.write(json.dumps({"kernel_modules": modules}, indent=2) + "\n")
+            f.write(json.dumps(kata_values(o.init, modules), indent=2) + "\n")
         publish(values, os.path.join(p.out, VALUES))
         for a in artifacts:
             publish(os.path.join(work, a.path), os.path.join(p.out, a.path))
@@ -209,6 +219,12 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
         return artifacts, manifest.write(p.out, text)
     finally:
         _rm_tree(work)
+
+
+def kata_values(init: str, modules: list[str]) -> dict:
+    """Values for `kata-npu config render --values`: agent-as-init loads the driver via the agent's
+    kernel_modules; a systemd image loads it with its own unit, so the agent must not (empty list)."""
+    return {"kernel_modules": modules if init == "agent" else []}
 
 
 def _guest_python(stage: str) -> str | None:

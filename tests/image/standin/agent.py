@@ -1,14 +1,16 @@
 #!/usr/bin/python3 -IS
 """Test-only stand-in for kata-agent, baked into the test image as /init.
 
-Does what kata-agent does around a container start, no more: mounts the
-pseudo filesystems, loads the NPU modules as the image's boot step, builds a
+Does what kata-agent does around a container start, no more: as PID 1 mounts
+the pseudo filesystems and loads the NPU modules as the image's boot step (under
+systemd, kata-agent.service, it finds both done by systemd and the image's unit), builds a
 container (own mount namespace, tmpfs rootfs and /dev), runs the image's
 prestart hooks exactly as kata-agent runs them (from the guest hook path, in
 lexicographic order, regular executables only, empty environment, argv
 ``[name, "prestart"]``, OCI state on stdin, 10 s timeout), then starts the
 container process, which reports what it sees. Everything goes to the serial
-console as ``AGENT:``/``CONTAINER:`` lines; then the VM powers off.
+console as ``AGENT:``/``CONTAINER:`` lines; then the VM powers off (reboot(2), also
+under systemd: the runtime, not the guest, normally ends a Kata VM).
 """
 import os
 import sys
@@ -111,16 +113,24 @@ def container_child(ready_w, go_r, env):
 
 
 def main():
-    mount("proc", "/proc", "proc")
-    mount("sysfs", "/sys", "sysfs")
-    mount("devtmpfs", "/dev", "devtmpfs")
-    mount("run", "/run", "tmpfs", 0, "mode=755")
-    mount("cgroup2", "/sys/fs/cgroup", "cgroup2")
+    if os.getpid() == 1:  # agent as init: the pseudo filesystems are ours to mount
+        mount("proc", "/proc", "proc")
+        mount("sysfs", "/sys", "sysfs")
+        mount("devtmpfs", "/dev", "devtmpfs")
+        mount("run", "/run", "tmpfs", 0, "mode=755")
+        mount("cgroup2", "/sys/fs/cgroup", "cgroup2")
     log(f"start uptime={uptime():.2f}")
-    # kata-agent's kernel_modules step; here the image's own loader, as the systemd flavour runs it
-    rc, dt = run_hook("/usr/libexec/kata-npu/npu-modules", "")
-    with open("/run/kata-npu/driver.status") as f:
-        log(f"loader rc={rc} {f.read().split()!r}")
+    if os.getpid() == 1:
+        # kata-agent's kernel_modules step; here the image's own loader, as the systemd flavour runs it
+        rc, dt = run_hook("/usr/libexec/kata-npu/npu-modules", "")
+        with open("/run/kata-npu/driver.status") as f:
+            log(f"loader rc={rc} {f.read().split()!r}")
+    else:  # under systemd: the image's module unit ran before us; report who we run under
+        log("init " + os.readlink("/proc/1/exe"))
+        with open("/proc/self/cgroup") as f:
+            log("cgroup " + f.read().strip())
+        with open("/run/kata-npu/driver.status") as f:
+            log(f"loader unit {f.read().split()!r}")
     os.makedirs(BUNDLE + "/rootfs", exist_ok=True)
     env_list = ["PATH=/usr/bin", "ASCEND_VISIBLE_DEVICES=0"]
     with open(BUNDLE + "/config.json", "w") as f:
