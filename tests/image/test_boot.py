@@ -8,6 +8,9 @@ must see davinci0 only. The module is loaded by the image's own boot step.
 
 from __future__ import annotations
 
+from kata_npu.image import systemd
+from kata_npu.kataconfig.schema import KATA_DEFAULT_KERNEL_PARAMS
+
 from .boot import boot
 from .conftest import kver
 
@@ -28,6 +31,11 @@ def test_boot_injects_visible_npu_only(image):
     hook = b.value("AGENT:", "hook 50-kata-npu")
     assert hook.startswith("rc=0 "), hook
     assert float(hook.split("time=")[1]) >= 1.0, "the hook did not wait for the delayed nodes"
+    _assert_container_sees_npu0_only(b)
+
+
+def _assert_container_sees_npu0_only(b) -> None:
+    """From inside the container: NPU 0's nodes only, the driver tree read-only, the module loaded by the image."""
     assert b.value("CONTAINER:", "dev").split() == ["davinci0", *MANAGEMENT]
     assert b.value("CONTAINER:", "open /dev/davinci0") == "ok"
     assert b.value("CONTAINER:", "write /usr/local/Ascend/driver/lib64/probe") == "Read-only file system"
@@ -46,3 +54,20 @@ def test_boot_without_npu_does_not_wait(image):
     assert hook.startswith("rc=1 ") and float(hook.split("time=")[1]) < 5, hook
     assert b.value("CONTAINER:", "dev").split() == []
     assert b.value("CONTAINER:", "modules") == ""
+
+
+def test_systemd_boot_injects_visible_npu_only(image_systemd):
+    """--init systemd: systemd is PID 1 and reaches kata-containers.target as default.target (Kata passes no
+    systemd.unit for an initrd, only its default params); kata-npu-modules.service loads the driver before
+    kata-agent.service (the stand-in as /usr/bin/kata-agent), which runs the container and the hooks."""
+    params = " ".join(KATA_DEFAULT_KERNEL_PARAMS["x86_64"])
+    b = boot(_vmlinuz(), image_systemd / "kata-npu-initrd.img", edu=2, cmdline=f"quiet npu_standin.delay_ms=2000 {params}")
+    agent = b.lines("AGENT:")
+    assert not [l for l in agent if l.startswith("error")], b.console[-3000:]
+    assert b.value("AGENT:", "init") == systemd.SYSTEMD
+    assert b.value("AGENT:", "cgroup") == f"0::/system.slice/{systemd.AGENT_UNIT}"
+    # the unit ran the boot step before the agent started: modprobe detached, either state may be seen
+    assert b.value("AGENT:", "loader unit") in ("['state=loading', 'functions=2']", "['state=ready', 'functions=2']")
+    assert not [l for l in agent if l.startswith("loader rc=")], "the stand-in loaded the modules itself"
+    assert b.value("AGENT:", "hook 50-kata-npu").startswith("rc=0 ")
+    _assert_container_sees_npu0_only(b)
