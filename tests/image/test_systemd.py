@@ -17,7 +17,7 @@ import pytest
 from kata_npu.image import base, build, systemd
 from kata_npu.image.model import BASE_PACKAGES, BuildOptions
 
-from .conftest import require, unpack_initrd
+from .conftest import AGENT, EPOCH, kver, require, unpack_initrd
 
 UNITS = Path(systemd.UNIT_DIR)
 
@@ -113,3 +113,16 @@ def test_config_render_for_the_systemd_image(image_systemd):
     m = json.loads((image_systemd / "manifest.json").read_text())
     assert m["options"]["init"] == "systemd"
     assert [i["version"].startswith("252.") for i in m["inputs"] if i == {**i, "kind": "deb", "name": "systemd"}] == [True]
+
+
+def test_from_rootfs_without_systemd_is_one_line(tmp_path, standin_run):
+    """--init systemd over a rootfs that lacks systemd (here the agent flavour's base): exit 17, nothing written."""
+    root = tmp_path / "root"
+    base.unpack(base.base_tarball(os.path.expanduser("~/.cache/kata-npu-image"), os.uname().machine), str(root))
+    r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", str(tmp_path / "o"),
+                        "--agent", str(AGENT), "--init", "systemd", "--from-rootfs", str(root), "--driver",
+                        str(standin_run), "--kernel-version", kver(), "--npu-vendor", "0x1234"],
+                       capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": EPOCH})
+    assert r.returncode == 17 and r.stderr.count("\n") == 1, r.stderr
+    assert "/usr/lib/systemd/systemd is not in the build root" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == []

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from .chisel import Chisel
+from .model import ImageError
 
 #: Added to the base only for this flavour (the agent flavour's base and cache key stay as they are).
 PACKAGES = ("systemd",)
@@ -85,6 +86,10 @@ def units(agent: str, loader: str) -> dict[str, str]:
 
 def install(c: Chisel, root: str, agent: str, loader: str) -> None:
     """Add systemd, the units and the init links to the chiselled stage ``c`` (``agent`` already added)."""
+    for need in (SYSTEMD, TMP_MOUNT):
+        if not os.path.exists(os.path.join(root, need.lstrip("/"))):
+            raise ImageError(f"--init systemd: {need} is not in the build root (a --from-rootfs without "
+                             "Debian's systemd package?)")
     c.add_elf(SYSTEMD)
     c.add_elf(SHUTDOWN)
     for tool in MOUNT_TOOLS:
