@@ -29,7 +29,10 @@ PACKAGES = ("systemd",)
 SYSTEMD = "/usr/lib/systemd/systemd"
 SHUTDOWN = "/usr/lib/systemd/systemd-shutdown"
 UNIT_DIR = "usr/lib/systemd/system"
-TARGET = "kata-containers.target"
+TARGET = "kata-containers.target"  # Kata's systemdUnitName (src/runtime/pkg/katautils/config-settings.go.in)
+#: What Kata 3.30 appends to the guest command line whenever `image` is set (katautils/create.go getKernelParams).
+KATA_IMAGE_KERNEL_PARAMS = (f"systemd.unit={TARGET}", "systemd.mask=systemd-networkd.service",
+                            "systemd.mask=systemd-networkd.socket")
 AGENT_UNIT = "kata-agent.service"
 MODULES_UNIT = "kata-npu-modules.service"
 #: Debian's special units the boot (basic.target) and poweroff (FailureAction) transactions need, unmodified.
