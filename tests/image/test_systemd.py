@@ -31,6 +31,9 @@ def test_only_the_systemd_flavour_changes_the_base():
     assert base.cache_key("x86_64", build.base_packages(sd)) != base.cache_key("x86_64")
     assert build.kata_values("agent", ["m"]) == {"kernel_modules": ["m"]}
     assert build.kata_values("systemd", ["m"]) == {"kernel_modules": []}
+    p = build.plan(BuildOptions(out="o", init="systemd", agent=str(AGENT), arch=os.uname().machine))  # --dry-run
+    assert "+ python3-minimal, libpython3.11-stdlib, kmod, e2fsprogs, systemd (cache key" in p.base
+    assert p.steps[-3].startswith(f"systemd as /init and /sbin/init: {systemd.TARGET}")
 
 
 @pytest.fixture(scope="module")
