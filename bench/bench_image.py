@@ -14,8 +14,10 @@ Reference (issue 13, same machine): a plain mmdebstrap --variant=essential rootf
 python3-minimal + libpython3.11-stdlib + the hook: 184 MB unpacked, 67 MB gzip initrd,
 init reached 12.3 s after QEMU start under TCG. Goals: unpacked base <= 40 MiB; boot to agent
 <= half the reference. Needs root, mmdebstrap, qemu, linux-headers. Usage:
-    python3 bench/bench_image.py [--json] [--reference]   (--reference rebuilds and boots the reference
-                                                          layout now, so the boot ratio is under the same load)
+    python3 bench/bench_image.py [--json] [--reference] [--init systemd]
+      --reference       rebuilds and boots the reference layout now, so the boot ratio is under the same load
+      --init systemd    also builds and boots the systemd flavour (Kata's default params for an initrd) and
+                        reports it beside the agent flavour of the same run, with systemd/agent ratios
 """
 
 from __future__ import annotations
@@ -61,13 +63,13 @@ def unpacked(initrd: Path) -> tuple[int, int]:
     return total, driver
 
 
-def boot(initrd: Path, disk: Path | None = None) -> dict:
-    extra, params = [], ""
+def boot(initrd: Path, disk: Path | None = None, cmdline: str = "") -> dict:
+    extra, params = [], f" {cmdline}" if cmdline else ""
     if disk is not None:
         from kata_npu.kataconfig.schema import kata_root_params
 
         extra = ["-drive", f"file={disk},if=virtio,format=raw,readonly=on"]
-        params = " " + " ".join(kata_root_params("erofs"))
+        params += " " + " ".join(kata_root_params("erofs"))
     with tempfile.TemporaryDirectory() as t:
         console = Path(t) / "console"
         t0 = time.monotonic()
@@ -108,27 +110,44 @@ def reference_initrd(work: Path) -> Path:
     return out
 
 
+def flavour(run_file: Path, out: Path, *extra: str) -> tuple[dict, Path]:
+    """Build one flavour (--format both); its sizes and build time."""
+    t0 = time.monotonic()
+    subprocess.run(build_cmd(out, run_file, "--format", "both", *extra), check=True, capture_output=True,
+                   env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
+    build_s = time.monotonic() - t0
+    initrd = out / "kata-npu-initrd.img"
+    total, drv = unpacked(initrd)
+    return {"build_s": round(build_s, 1), "initrd_gzip_bytes": initrd.stat().st_size,
+            "unpacked_bytes": total, "unpacked_without_driver_bytes": total - drv,
+            "image_erofs_bytes": (out / "kata-npu-rootfs.img").stat().st_size}, initrd
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--reference", action="store_true", help="also boot the issue's reference layout now (same load)")
+    ap.add_argument("--init", choices=("agent", "systemd"), default="agent",
+                    help="systemd: also measure the systemd flavour beside the agent flavour")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as t:
         run_file = builder.build_run(Path(t) / "standin.run", builder.build_ko(kver()))
-        out = Path(t) / "out"
-        t0 = time.monotonic()
-        subprocess.run(build_cmd(out, run_file, "--format", "both"), check=True, capture_output=True,
-                       env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})
-        build_s = time.monotonic() - t0
-        initrd = out / "kata-npu-initrd.img"
-        total, drv = unpacked(initrd)
-        res = {"build_s": round(build_s, 1), "initrd_gzip_bytes": initrd.stat().st_size,
-               "unpacked_bytes": total, "unpacked_without_driver_bytes": total - drv,
-               "image_erofs_bytes": (out / "kata-npu-rootfs.img").stat().st_size, **boot(initrd)}
+        res, initrd = flavour(run_file, Path(t) / "out")
+        res.update(boot(initrd))
         from tests.image.shim import build_shim
 
-        d = boot(build_shim(kver(), Path.home() / ".cache/kata-npu-image"), out / "kata-npu-rootfs.img")
+        shim = build_shim(kver(), Path.home() / ".cache/kata-npu-image")
+        d = boot(shim, Path(t) / "out" / "kata-npu-rootfs.img")
         res["disk"] = {k: d[k] for k in ("boot_to_agent_s", "guest_uptime_at_agent_s", "hook_s")}
+        if args.init == "systemd":
+            from kata_npu.kataconfig.schema import KATA_DEFAULT_KERNEL_PARAMS
+
+            sd, sd_initrd = flavour(run_file, Path(t) / "out-systemd", "--init", "systemd")
+            sd.update(boot(sd_initrd, cmdline=" ".join(("quiet", *KATA_DEFAULT_KERNEL_PARAMS["x86_64"]))))
+            res["systemd"] = sd
+            res["systemd_vs_agent"] = {k: round(sd[k] / res[k], 3) for k in (
+                "build_s", "initrd_gzip_bytes", "unpacked_without_driver_bytes", "boot_to_agent_s",
+                "guest_uptime_at_agent_s") if res[k]}
         if args.reference:
             ref = reference_initrd(Path(t))
             r = boot(ref)

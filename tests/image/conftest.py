@@ -67,3 +67,22 @@ def image(tmp_path_factory, standin_run) -> Path:
     r = build(out, standin_run, "--format", "both")
     assert r.returncode == 0, r.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def image_systemd(tmp_path_factory, standin_run) -> Path:
+    """Output dir of one `kata-npu image build --init systemd --format both` (the systemd flavour)."""
+    out = tmp_path_factory.mktemp("image-systemd") / "out"
+    r = build(out, standin_run, "--init", "systemd", "--format", "both")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def unpack_initrd(img: Path, dest: Path) -> Path:
+    """The initrd's tree under ``dest`` (cpio as the kernel would unpack it)."""
+    import gzip
+
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cpio", "-idm", "--quiet", "--no-absolute-filenames"], input=gzip.decompress(img.read_bytes()),
+                   cwd=dest, check=True)
+    return dest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kata_npu.image import systemd
 from kata_npu.kataconfig import schema
 
 from .boot import Boot, boot
@@ -61,6 +62,11 @@ def _assert_injected(b: Boot, shim_modules: list[str] = ()) -> None:
     hook = b.value("AGENT:", "hook 50-kata-npu")
     assert hook.startswith("rc=0 "), hook
     assert float(hook.split("time=")[1]) >= 1.0, "the hook did not wait for the delayed nodes"
+    _assert_container_sees_npu0_only(b)
+
+
+def _assert_container_sees_npu0_only(b) -> None:
+    """From inside the container: NPU 0's nodes only, the driver tree read-only, the module loaded by the image."""
     assert b.value("CONTAINER:", "dev").split() == ["davinci0", *MANAGEMENT]
     assert b.value("CONTAINER:", "open /dev/davinci0") == "ok"
     assert b.value("CONTAINER:", "write /usr/local/Ascend/driver/lib64/probe") == "Read-only file system"
@@ -79,3 +85,21 @@ def test_boot_without_npu_does_not_wait(image):
     assert hook.startswith("rc=1 ") and float(hook.split("time=")[1]) < 5, hook
     assert b.value("CONTAINER:", "dev").split() == []
     assert b.value("CONTAINER:", "modules") == ""
+
+
+def test_systemd_boot_injects_visible_npu_only(image_systemd):
+    """--init systemd: systemd is PID 1 and starts kata-containers.target from the command line Kata 3.30 gives
+    a systemd image (its defaults + systemd.unit/masks; without them default.target is the same target, checked
+    by systemd-analyze in test_systemd.py); kata-npu-modules.service loads the driver before kata-agent.service
+    (the stand-in as /usr/bin/kata-agent), which runs the container and the hooks."""
+    params = " ".join(("quiet", *schema.KATA_DEFAULT_KERNEL_PARAMS["x86_64"], *systemd.KATA_IMAGE_KERNEL_PARAMS))
+    b = boot(_vmlinuz(), image_systemd / "kata-npu-initrd.img", edu=2, cmdline=f"npu_standin.delay_ms=2000 {params}")
+    agent = b.lines("AGENT:")
+    assert not [l for l in agent if l.startswith("error")], b.console[-3000:]
+    assert b.value("AGENT:", "init") == systemd.SYSTEMD
+    assert b.value("AGENT:", "cgroup") == f"0::/system.slice/{systemd.AGENT_UNIT}"
+    # the unit ran the boot step before the agent started: modprobe detached, either state may be seen
+    assert b.value("AGENT:", "loader unit") in ("['state=loading', 'functions=2']", "['state=ready', 'functions=2']")
+    assert not [l for l in agent if l.startswith("loader rc=")], "the stand-in loaded the modules itself"
+    assert b.value("AGENT:", "hook 50-kata-npu").startswith("rc=0 ")
+    _assert_container_sees_npu0_only(b)

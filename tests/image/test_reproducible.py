@@ -20,3 +20,12 @@ def test_second_build_is_bit_identical(image, standin_run, tmp_path):
     assert (image / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
     # no build leftovers next to the artifacts
     assert sorted(p.name for p in out.iterdir()) == ["kata-npu-initrd.img", "kata-npu-rootfs.img", "kata-values.json", "manifest.json"]
+
+
+def test_second_systemd_build_is_bit_identical(image_systemd, standin_run, tmp_path):
+    """The systemd flavour too (its base tarball and stage differ from the agent flavour's)."""
+    out = tmp_path / "elsewhere" / "out"
+    r = build(out, standin_run, "--init", "systemd", "--format", "both")
+    assert r.returncode == 0, r.stderr
+    for name in ("kata-npu-initrd.img", "kata-npu-rootfs.img", "kata-values.json", "manifest.json"):
+        assert (image_systemd / name).read_bytes() == (out / name).read_bytes(), name

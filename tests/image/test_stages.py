@@ -181,7 +181,7 @@ def test_bad_input_is_one_line_with_exit_17(tmp_path, standin_run):
     env = {**os.environ, "SOURCE_DATE_EPOCH": EPOCH}
     cmd = [sys.executable, "-m", "kata_npu.cli", "image", "build", "--out", str(tmp_path / "o")]
     for extra, msg in ((["--agent", str(tmp_path / "nope")], "no such file"),
-                       (["--agent", str(AGENT), "--init", "systemd"], "--init systemd is not implemented"),
+                       (["--agent", str(AGENT), "--init", "busybox"], "--init must be agent or systemd"),
                        (["--agent", str(AGENT), "--driver", str(standin_run)], "--driver needs --kernel-version"),
                        (["--agent", str(AGENT), "--format", "iso"], "--format must be")):
         r = subprocess.run(cmd + extra, capture_output=True, text=True, env=env)

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from . import base, chisel, disk, driver, initrd, lock, manifest, pysubset
+from . import base, chisel, disk, driver, initrd, lock, manifest, pysubset, systemd
 from .model import BASE_PACKAGES, Artifact, BuildOptions, ImageError, Input
 from .util import publish, run, sha256_file
 
@@ -45,16 +45,24 @@ class Plan:
 def plan(o: BuildOptions) -> Plan:
     o.check()
     lk = lock.load(o.lock) if o.lock else None
-    b = o.from_rootfs or (f"mmdebstrap {base.SUITE} essential + {', '.join(BASE_PACKAGES)} from {o.base_mirror()}"
+    pkgs = base_packages(o)
+    b = o.from_rootfs or (f"mmdebstrap {base.SUITE} essential + {', '.join(pkgs)} from {o.base_mirror()}"
                           + (f", {len(lk.pins)} versions locked by {o.lock}" if lk else "")
-                          + f" (cache key {base.cache_key(o.arch, mirror=o.base_mirror(), lock=lk)})")
+                          + f" (cache key {base.cache_key(o.arch, pkgs, mirror=o.base_mirror(), lock=lk)})")
     steps = ["unpack base", *(f"install driver {os.path.basename(d)}" for d in o.drivers)]
     if o.kernel_version:
         steps.append(f"depmod -b ROOT {o.kernel_version}; vermagic check")
     steps += ["install hook + boot step", "stdlib subset + unchecked-hash .pyc", "chisel"]
+    if o.init == "systemd":
+        steps.append(f"systemd as /init and /sbin/init: {systemd.TARGET}, {systemd.AGENT_UNIT}, {systemd.MODULES_UNIT}")
     steps += [f"write {ARTIFACT_NAMES[f]}" for f in o.formats] + ["write manifest.json"]
     return Plan(os.path.abspath(o.out), [ARTIFACT_NAMES[f] for f in o.formats], b,
                 [os.path.abspath(d) for d in o.drivers], o.kernel_version, o.init, steps)
+
+
+def base_packages(o: BuildOptions) -> tuple[str, ...]:
+    """The Debian packages of the build stage: the agent flavour's, plus systemd for ``--init systemd``."""
+    return BASE_PACKAGES + systemd.packages(o.init)
 
 
 def _install_hook(root: str) -> None:
@@ -103,7 +111,7 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: lis
         inputs.append(Input(os.path.abspath(o.from_rootfs), "rootfs"))
     else:
         lk = lock.load(o.lock) if o.lock else None
-        tar = base.base_tarball(o.cache_dir, o.arch, mirror=o.base_mirror(), lock=lk)
+        tar = base.base_tarball(o.cache_dir, o.arch, base_packages(o), mirror=o.base_mirror(), lock=lk)
         base.unpack(tar, root)
         inputs.append(Input(f"debian-{base.SUITE}", "base", sha256_file(tar)))
         inputs.append(Input(o.base_mirror(), "mirror"))
@@ -170,8 +178,11 @@ def stage_tree(o: BuildOptions, work: str, inputs: list[Input], modules_out: lis
     shutil.copyfile(o.agent, os.path.join(root, AGENT.lstrip("/")))
     os.chmod(os.path.join(root, AGENT.lstrip("/")), 0o755)
     c.add_elf(AGENT)
-    c.symlink(AGENT, "init")
-    c.symlink(AGENT, "usr/sbin/init")
+    if o.init == "systemd":
+        systemd.install(c, root, AGENT, LOADER)
+    else:
+        c.symlink(AGENT, "init")
+        c.symlink(AGENT, "usr/sbin/init")
     inputs.append(Input(os.path.basename(o.agent), "agent", sha256_file(o.agent), _agent_version(o.agent)))
     return stage
 
@@ -204,14 +215,12 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
                 disk.write_disk(stage, tmp, o.source_date_epoch, o.fs)
             artifacts.append(Artifact(name, fmt, sha256_file(tmp), os.path.getsize(tmp)))
         inputs.append(Input("python", "python", version=_guest_python(stage)))
-        # values for `kata-npu config render --values`: agent-as-init loads the driver via kernel_modules;
-        # a disk image also carries its filesystem (Kata's rootfs_type picks the guest's root mount)
+        # values for `kata-npu config render --values`: agent-as-init loads the driver via kernel_modules
+        # (systemd: its own unit does); a disk image also carries its filesystem (Kata's rootfs_type)
         values = os.path.join(work, VALUES)
-        doc: dict = {"kernel_modules": modules}
-        if "image" in o.formats:
-            doc["rootfs_type"] = o.fs
         with open(values, "w") as f:
-            f.write(json.dumps(doc, indent=2) + "\n")
+            f.write(json.dumps(kata_values(o.init, modules, o.fs if "image" in o.formats else None),
+                               indent=2) + "\n")
         publish(values, os.path.join(p.out, VALUES))
         for a in artifacts:
             publish(os.path.join(work, a.path), os.path.join(p.out, a.path))
@@ -221,6 +230,16 @@ def build(o: BuildOptions) -> tuple[list[Artifact], str]:
         return artifacts, manifest.write(p.out, text)
     finally:
         _rm_tree(work)
+
+
+def kata_values(init: str, modules: list[str], rootfs_type: str | None = None) -> dict:
+    """Values for `kata-npu config render --values`: agent-as-init loads the driver via the agent's
+    kernel_modules; a systemd image loads it with its own unit, so the agent must not (empty list).
+    ``rootfs_type`` (the disk image's filesystem, when one was built) picks Kata's root mount."""
+    doc: dict = {"kernel_modules": modules if init == "agent" else []}
+    if rootfs_type:
+        doc["rootfs_type"] = rootfs_type
+    return doc
 
 
 def _guest_python(stage: str) -> str | None:

@@ -102,8 +102,11 @@ class Chisel:
             shutil.copy2(src, dst)
         return real
 
-    def add_elf(self, path: str, seen: set[str] | None = None) -> None:
-        """An ELF file plus its interpreter and DT_NEEDED libraries, recursively."""
+    def add_elf(self, path: str, seen: set[str] | None = None, inherited: tuple[str, ...] = ()) -> None:
+        """An ELF file plus its interpreter and DT_NEEDED libraries, recursively.
+
+        ``inherited``: the RUNPATH dirs of the objects that pulled this one in (a library the program
+        loaded from its RUNPATH satisfies the same soname for every later object, as in ld.so)."""
         seen = set() if seen is None else seen
         real = self.add(path)
         if real in seen:
@@ -113,15 +116,18 @@ class Chisel:
             if f.read(4) != b"\x7fELF":
                 return
         out = run(["readelf", "-d", "-l", "-W", self._src(real.lstrip("/"))], f"readelf {path}").stdout
+        # RUNPATH/RPATH dirs first, as ld.so searches them (systemd keeps its private libraries there)
+        runpath = list(inherited) + [d for line in out.splitlines() if "(RUNPATH)" in line or "(RPATH)" in line
+                   for d in line.split("[", 1)[1].rstrip("]").split(":") if d.startswith("/")]
         for line in out.splitlines():
             if "Requesting program interpreter:" in line:
-                self.add_elf(line.split(":", 1)[1].strip(" ]"), seen)
+                self.add_elf(line.split(":", 1)[1].strip(" ]"), seen, tuple(runpath))
             elif "(NEEDED)" in line:
                 lib = line.split("[", 1)[1].rstrip("]")
-                self.add_elf(self.find_lib(lib, path), seen)
+                self.add_elf(self.find_lib(lib, path, tuple(runpath)), seen, tuple(runpath))
 
-    def find_lib(self, name: str, who: str) -> str:
-        for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/lib64",
+    def find_lib(self, name: str, who: str, runpath: tuple[str, ...] = ()) -> str:
+        for d in (*runpath, "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/lib64",
                   "/usr/local/Ascend/driver/lib64", "/usr/local/Ascend/driver/lib64/driver",
                   "/usr/local/Ascend/driver/lib64/common"):
             if os.path.lexists(self._src(d.lstrip("/") + "/" + name)):

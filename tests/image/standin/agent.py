@@ -1,18 +1,21 @@
 #!/usr/bin/python3 -IS
 """Test-only stand-in for kata-agent, baked into the test image as /init.
 
-Does what kata-agent does around a container start, no more: as init it mounts
-exactly what kata-agent mounts in AGENT_INIT mode (general_mount's proc, sysfs,
-devtmpfs, /dev/shm, /dev/pts, /run; cgroups_mount's cgroup2, Kata's kernel_params
-being cgroup v2 only), links /dev/ptmx, takes a session and sets the hostname; no
-/tmp, so on a read-only disk image root only /run and /dev are writable. Then it
-loads the NPU modules as the image's boot step, builds a
+Does what kata-agent does around a container start, no more: as PID 1 (Kata's
+AGENT_INIT layout) it mounts exactly what kata-agent mounts in AGENT_INIT mode
+(general_mount's proc, sysfs, devtmpfs, /dev/shm, /dev/pts, /run; cgroups_mount's
+cgroup2, Kata's kernel_params being cgroup v2 only), links /dev/ptmx, takes a
+session and sets the hostname; no /tmp, so on a read-only disk image root only
+/run and /dev are writable. Then it loads the NPU modules as the image's boot
+step. Under systemd (kata-agent.service, not PID 1) it finds both done by
+systemd and the image's module unit, and reports who it runs under. Then it builds a
 container (own mount namespace, tmpfs rootfs and /dev), runs the image's
 prestart hooks exactly as kata-agent runs them (from the guest hook path, in
 lexicographic order, regular executables only, empty environment, argv
 ``[name, "prestart"]``, OCI state on stdin, 10 s timeout), then starts the
 container process, which reports what it sees. Everything goes to the serial
-console as ``AGENT:``/``CONTAINER:`` lines; then the VM powers off.
+console as ``AGENT:``/``CONTAINER:`` lines; then the VM powers off (reboot(2), also
+under systemd: the runtime, not the guest, normally ends a Kata VM).
 """
 import os
 import sys
@@ -166,16 +169,24 @@ def writable(path):
 
 
 def main():
-    init_as_agent()
+    if os.getpid() == 1:  # agent as init: the mounts are ours to make
+        init_as_agent()
     log(f"start uptime={uptime():.2f}")
     log(f"root fstype={fstype('/')} ro={os.statvfs('/').f_flag & 1 == 1}")
     log("mounts " + " ".join(f"{m}={fstype(m)}" for m in ("/proc", "/sys", "/dev", "/dev/shm", "/dev/pts", "/run",
                                                            "/sys/fs/cgroup", "/tmp")))
     log(f"writable /run={writable('/run')} /tmp={writable('/tmp')}")
-    # kata-agent's kernel_modules step; here the image's own loader, as the systemd flavour runs it
-    rc, dt = run_hook("/usr/libexec/kata-npu/npu-modules", "")
-    with open("/run/kata-npu/driver.status") as f:
-        log(f"loader rc={rc} {f.read().split()!r}")
+    if os.getpid() == 1:
+        # kata-agent's kernel_modules step; here the image's own loader, as the systemd flavour runs it
+        rc, dt = run_hook("/usr/libexec/kata-npu/npu-modules", "")
+        with open("/run/kata-npu/driver.status") as f:
+            log(f"loader rc={rc} {f.read().split()!r}")
+    else:  # under systemd: the image's module unit ran before us; report who we run under
+        log("init " + os.readlink("/proc/1/exe"))
+        with open("/proc/self/cgroup") as f:
+            log("cgroup " + f.read().strip())
+        with open("/run/kata-npu/driver.status") as f:
+            log(f"loader unit {f.read().split()!r}")
     os.makedirs(BUNDLE + "/rootfs", exist_ok=True)
     env_list = ["PATH=/usr/bin", "ASCEND_VISIBLE_DEVICES=0"]
     with open(BUNDLE + "/config.json", "w") as f:
