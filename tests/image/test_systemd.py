@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kata_npu.image import base, build, systemd
+from kata_npu.image import base, build, lock, systemd
 from kata_npu.image.model import BASE_PACKAGES, BuildOptions
 
 from .conftest import AGENT, EPOCH, kver, require, unpack_initrd
@@ -31,9 +31,29 @@ def test_only_the_systemd_flavour_changes_the_base():
     assert base.cache_key("x86_64", build.base_packages(sd)) != base.cache_key("x86_64")
     assert build.kata_values("agent", ["m"]) == {"kernel_modules": ["m"]}
     assert build.kata_values("systemd", ["m"]) == {"kernel_modules": []}
+    assert build.kata_values("systemd", ["m"], "erofs") == {"kernel_modules": [], "rootfs_type": "erofs"}
     p = build.plan(BuildOptions(out="o", init="systemd", agent=str(AGENT), arch=os.uname().machine))  # --dry-run
-    assert "+ python3-minimal, libpython3.11-stdlib, kmod, e2fsprogs, systemd (cache key" in p.base
+    assert "+ python3-minimal, libpython3.11-stdlib, kmod, e2fsprogs, systemd from http" in p.base
     assert p.steps[-3].startswith(f"systemd as /init and /sbin/init: {systemd.TARGET}")
+
+
+def test_base_cache_key_covers_flavour_mirror_and_lock(tmp_path):
+    """The key the build uses (its --dry-run plan): flavour, mirror and lock each select another base."""
+    (tmp_path / "lock").write_text("kmod=30+20221128-1\n")
+    snap = "http://snapshot.debian.org/archive/debian/20240101T000000Z"
+
+    def key(**kw) -> str:
+        p = build.plan(BuildOptions(out=str(tmp_path / "o"), agent=str(AGENT), arch=os.uname().machine, **kw))
+        return p.base.rsplit("(cache key ", 1)[1].rstrip(")")
+
+    variants = [dict(init=i, **extra) for i in ("agent", "systemd")
+                for extra in ({}, {"mirror": snap}, {"lock": str(tmp_path / "lock")},
+                              {"mirror": snap, "lock": str(tmp_path / "lock")})]
+    keys = [key(**v) for v in variants]
+    assert len(set(keys)) == len(variants), dict(zip(map(str, variants), keys))
+    lk = lock.load(str(tmp_path / "lock"))
+    assert key(init="systemd", mirror=snap, lock=str(tmp_path / "lock")) == base.cache_key(
+        "x86_64", BASE_PACKAGES + ("systemd",), mirror=snap, lock=lk)
 
 
 @pytest.fixture(scope="module")
@@ -105,12 +125,14 @@ def test_config_render_for_the_systemd_image(image_systemd):
     """The systemd image loads its driver with its own unit: the rendered config asks the agent for no modules."""
     import tomllib
 
-    assert json.loads((image_systemd / "kata-values.json").read_text()) == {"kernel_modules": []}
+    # built with --format both: the disk image's filesystem too
+    assert json.loads((image_systemd / "kata-values.json").read_text()) == {"kernel_modules": [], "rootfs_type": "erofs"}
     r = subprocess.run([sys.executable, "-m", "kata_npu.cli", "config", "render", "--values",
                         str(image_systemd / "kata-values.json"), "--arch", "x86_64"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     doc = tomllib.loads(r.stdout)
     assert doc["agent"]["kata"]["kernel_modules"] == []
+    assert doc["hypervisor"]["qemu"]["rootfs_type"] == "erofs"
     # Kata adds systemd.unit=kata-containers.target itself for `image`: our params must not fight it
     assert "systemd.unit" not in doc["hypervisor"]["qemu"]["kernel_params"]
     m = json.loads((image_systemd / "manifest.json").read_text())
