@@ -96,7 +96,7 @@ def bind_cmd(
     node_timeout: float = typer.Option(10.0, "--node-timeout", help="Seconds to wait for /dev/vfio/N."),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout", help="Seconds to wait for another kata-npu run."),
     as_json: bool = typer.Option(False, "--json"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 8); 1: one after another)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> Optional[int]:
     """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
     return actions.bind(ctx.obj, addresses or [], all_=all_, model=model, recorded=recorded, dry_run=dry_run,
@@ -113,7 +113,7 @@ def unbind_cmd(
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
     to_default: bool = typer.Option(False, "--to-default", help="Ignore the recorded driver: clear driver_override and let the kernel choose (resolves a stuck record)."),
     as_json: bool = typer.Option(False, "--json"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 8); 1: one after another)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
     actions.unbind(ctx.obj, addresses or [], all_=all_, dry_run=dry_run, lock_timeout=lock_timeout,
@@ -125,7 +125,7 @@ def recover_cmd(
     ctx: typer.Context,
     forget: List[str] = typer.Option(None, "--forget", help="Drop the journal record of ADDR (after resolving it by hand)."),
     as_json: bool = typer.Option(False, "--json"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 8); 1: one after another)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> None:
     """Finish or roll back a transaction a crashed run left, then retry giving back stuck functions."""
     c: Ctx = ctx.obj
@@ -169,7 +169,7 @@ def apply_cmd(
     prune: bool = typer.Option(False, "--prune", help="Give back to the host what kata-npu bound and the file no longer declares."),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
     as_json: bool = typer.Option(False, "--json"),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 8); 1: one after another)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> Optional[int]:
     """Bind what the desired-state file declares; leave as-declared groups untouched; exit 14 when partial."""
     from pathlib import Path

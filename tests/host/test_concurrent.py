@@ -83,11 +83,11 @@ def test_concurrent_bind_and_unbind_give_exactly_the_serial_result(tmp_path):
 
 def test_default_jobs_overlap_and_json_bind(tmp_path, capsys):
     k = host(tmp_path, "h", 12)
-    k.inject("unbind_rendezvous", "*", 8)
+    k.inject("unbind_rendezvous", "*", 12)
     rc, out, err = cli(k, "bind", "--all", "--json")
     doc = json.loads(out)
     assert rc == 0 and doc["ok"] and [g["group"] for g in doc["groups"]] == list(range(10, 22)), err
-    assert k.unbinds_in_flight_max == 8  # default: min(groups, 8)
+    assert k.unbinds_in_flight_max == 12  # default: min(groups, 16)
     assert doc["changed"] == 12 and all(k.driver_of(a) == "vfio-pci" for a in npus(12))
 
 
@@ -227,7 +227,45 @@ def test_apply_binds_declared_groups_concurrently_and_prunes(tmp_path):
 
 @pytest.mark.parametrize("cmd", [["bind", "81:00.0"], ["unbind", "--all"]])
 @pytest.mark.parametrize("jobs", ["0", "-2"])
+def test_jobs_take_the_fast_path(fake_host):
+    from kata_npu import fastcli
+
+    root = str(fake_host.root)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert fastcli.run_fast(["--root", root, "bind", "--jobs", "2", "81:00.0", "82:00.0"], fake_host) == 0
+        assert fastcli.run_fast(["--root", root, "unbind", "-j", "2", "--all"], fake_host) == 0
+    assert fastcli.run_fast(["--root", root, "bind", "--jobs", "two", "81:00.0"], fake_host) is None  # typer says why
+    assert fake_host.driver_of("0000:81:00.0") == HOST
+
+
 def test_jobs_below_one_is_a_usage_error(fake_host, cmd, jobs):
     rc, out, err = cli(fake_host, *cmd, f"--jobs={jobs}")
     assert rc == 2 and "--jobs must be at least 1" in err and "Traceback" not in err, err
     assert fake_host.driver_of("0000:81:00.0") == HOST
+
+
+PROBE = r"""
+import sys
+sys.path[:0] = sys.argv[1:3]
+from fakekernel import standard_host
+from kata_npu.cli import run
+k = standard_host(sys.argv[3], npus=2)
+before = set(sys.modules)
+import contextlib, io
+with contextlib.redirect_stdout(io.StringIO()):
+    rc = run(["--root", sys.argv[3], *sys.argv[4:]], kernel=k)
+print(rc, "concurrent.futures" in sys.modules, k.driver_of("0000:81:00.0"))
+"""
+
+
+@pytest.mark.parametrize("args, pool", [(["bind", "81:00.0"], False), (["bind", "81:00.0", "82:00.0", "-j", "1"], False),
+                                        (["bind", "81:00.0", "82:00.0"], True)])
+def test_the_pool_is_imported_only_for_several_groups_at_once(tmp_path, args, pool):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    r = subprocess.run([sys.executable, "-c", PROBE, str(here.parent), str(here), str(tmp_path / "root"), *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["0", str(pool), "vfio-pci"], r.stderr
