@@ -225,8 +225,6 @@ def test_apply_binds_declared_groups_concurrently_and_prunes(tmp_path):
     assert journal(k)["devices"] == {}
 
 
-@pytest.mark.parametrize("cmd", [["bind", "81:00.0"], ["unbind", "--all"]])
-@pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_jobs_take_the_fast_path(fake_host):
     from kata_npu import fastcli
 
@@ -238,6 +236,8 @@ def test_jobs_take_the_fast_path(fake_host):
     assert fake_host.driver_of("0000:81:00.0") == HOST
 
 
+@pytest.mark.parametrize("cmd", [["bind", "81:00.0"], ["unbind", "--all"]])
+@pytest.mark.parametrize("jobs", ["0", "-2"])
 def test_jobs_below_one_is_a_usage_error(fake_host, cmd, jobs):
     rc, out, err = cli(fake_host, *cmd, f"--jobs={jobs}")
     assert rc == 2 and "--jobs must be at least 1" in err and "Traceback" not in err, err
