@@ -17,15 +17,26 @@ Shapes follow the kernel:
 Device nodes are plain files reading ``chr MAJOR:MINOR`` (no mknod: the unit tests run as
 any user); the code under test sees them as character devices only through the injected
 ``Kernel.is_char_device``, whose real implementation stays ``S_ISCHR``.
+
+Concurrency: writers may run at once (the binder's forked writers, one per IOMMU group). Each
+write's effect on the tree is made under a POSIX record lock on .fakekernel/kernel.lock (per
+process, so it is not inherited by a writer forked while another thread holds it), which keeps
+shared files (faults.json, /proc/net/*) consistent; a slow driver release (the unbind_latency
+fault) and a hung one (unbind_hang) sleep *before* that lock, in the writer's own process, so
+independent writers overlap as on Linux, where a driver's remove() runs under the device's own
+lock. Every driver unbind counts itself in flight in .fakekernel/inflight.json; ``unbinds_in_flight_max``
+is the most seen at once (the tests' proof of overlap, without timings).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import stat
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,8 +384,71 @@ class FakeKernel:
         tmp.write_text(json.dumps(faults))
         os.replace(tmp, self._faults_file())
 
+    @contextmanager
+    def _locked(self):
+        """The fake's state lock (see the module docstring); re-entered freely by the process holding it."""
+        if getattr(self, "_lock_pid", None) == os.getpid():
+            yield
+            return
+        fd = os.open(self.root / ".fakekernel/kernel.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+            self._lock_pid = os.getpid()
+            try:
+                yield
+            finally:
+                self._lock_pid = None
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _in_flight(self, delta: int) -> dict:
+        with self._locked():
+            p = self.root / ".fakekernel/inflight.json"
+            d = self._in_flight_stats()
+            d["now"] += delta
+            d["max"] = max(d["max"], d["now"])
+            d["total"] += max(delta, 0)
+            tmp = p.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(d))
+            os.replace(tmp, p)  # readers never see a torn file
+            return d
+
+    def _in_flight_stats(self) -> dict:
+        p = self.root / ".fakekernel/inflight.json"
+        return json.loads(p.read_text()) if p.exists() else {"now": 0, "max": 0, "total": 0}
+
+    @property
+    def unbinds_in_flight_max(self) -> int:
+        """The most driver unbinds that were in progress at the same moment (since reset_in_flight)."""
+        return self._in_flight_stats()["max"]
+
+    @property
+    def unbinds_total(self) -> int:
+        return self._in_flight_stats()["total"]
+
+    def reset_in_flight(self) -> None:
+        (self.root / ".fakekernel/inflight.json").unlink(missing_ok=True)
+
+    def _fault_value(self, kind: str, addr: str):
+        f = self._load_faults().get(kind, {})
+        return f.get(addr, f.get("*"))
+
+    def _slow_release(self, addr: str) -> None:
+        """unbind_latency: the driver's remove() takes this long; unbind_rendezvous=N: the first unbinds
+        wait (up to 30 s) until N are in flight together, so overlap is proved without timing anything."""
+        latency = self._fault_value("unbind_latency", addr)
+        if latency:
+            time.sleep(float(latency))
+        want = self._fault_value("unbind_rendezvous", addr)
+        if want:
+            end = time.monotonic() + 30
+            while self.unbinds_in_flight_max < int(want) and time.monotonic() < end:
+                time.sleep(0.005)
+
     def inject(self, kind: str, key: str, value=1) -> None:
         """Faults: unbind_ebusy[addr]=count, unbind_hang[addr], probe_nothing[addr]=count,
+        unbind_latency[addr or "*"]=seconds (every driver unbind of it takes that long, like a slow remove()),
+        unbind_rendezvous["*"]=N (see _slow_release),
         bind_fail[driver]=count (explicit bind to DRV fails with ENODEV), driver_refuses[driver]=count (every
         probe by DRV fails: explicit bind, drivers_probe, new_id), node_late[group]=seconds,
         module_missing[module]."""
@@ -500,6 +574,24 @@ class FakeKernel:
     def write(self, path: Path, data: str) -> None:
         path = Path(path)
         real = Path(os.path.realpath(path.parent)) / path.name
+        parts = real.parts[-5:]
+        if len(parts) == 5 and parts[:3] == ("bus", "pci", "drivers") and parts[4] == "unbind":
+            addr = data.strip()
+            self._in_flight(+1)
+            try:
+                if self._fault_value("unbind_hang", addr):
+                    time.sleep(3600)
+                self._slow_release(addr)
+                with self._locked():
+                    return self._write(path, data)
+            finally:
+                self._in_flight(-1)
+        with self._locked():
+            return self._write(path, data)
+
+    def _write(self, path: Path, data: str) -> None:
+        path = Path(path)
+        real = Path(os.path.realpath(path.parent)) / path.name
         try:
             rel = real.relative_to(self.sys)
         except ValueError:
@@ -513,8 +605,6 @@ class FakeKernel:
             if attr == "unbind":
                 if self.driver_of(value) != drv:
                     raise OSError(errno.ENODEV, "not bound to this driver")
-                if self._load_faults().get("unbind_hang", {}).get(value):
-                    time.sleep(3600)
                 if self._take("unbind_ebusy", value):
                     raise OSError(errno.EBUSY, "device busy")
                 return self._detach(drv, value)

@@ -138,15 +138,16 @@ def print_outcome(out: Outcome, as_json: bool) -> None:
 
 def bind(c: Ctx, addresses: List[str], all_: bool = False, model: Optional[str] = None, recorded: bool = False,
          dry_run: bool = False, force: bool = False, unbind_timeout: float = 10.0, node_timeout: float = 10.0,
-         lock_timeout: float = 30.0, as_json: bool = False) -> Optional[int]:
-    """`kata-npu bind`: an exit code when it is not 0 (a partial --recorded), else None."""
+         lock_timeout: float = 30.0, as_json: bool = False, jobs: Optional[int] = None) -> Optional[int]:
+    """`kata-npu bind`: an exit code when it is not 0 (a partial bind or --recorded), else None."""
     if recorded:
         if addresses or all_ or model or force:
             raise BadAddressError("--recorded binds what the journal records, by identity: name no devices, no --force")
         return bind_recorded(c, dry_run, as_json, unbind_timeout=unbind_timeout, node_timeout=node_timeout,
-                             lock_timeout=lock_timeout)
+                             lock_timeout=lock_timeout, jobs=check_jobs(jobs))
     chosen = select_for_bind(c, addresses, all_, model)
-    b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout)
+    b = c.binder(unbind_timeout=unbind_timeout, node_timeout=node_timeout, lock_timeout=lock_timeout,
+                 jobs=check_jobs(jobs))
     if dry_run:
         print_plan(b.plan_bind(chosen, force), as_json)
         return
@@ -160,6 +161,30 @@ def bind(c: Ctx, addresses: List[str], all_: bool = False, model: Optional[str] 
         out = b.bind(plan)
     out.recovered = recovered
     print_outcome(out, as_json)
+    return partial_exit(out)
+
+
+def partial_exit(out: Outcome) -> Optional[int]:
+    """Some groups bound, others rolled back (each named): exit 13, or 11 if one did not come back."""
+    from .errors import PartialError, RollbackFailedError
+    from .host.binder import stuck_summary
+
+    for line in out.skipped:
+        output.warn(line)
+    if out.stuck:  # the outcome is printed (JSON too): the code, not a second document, says it
+        output.warn("bind partly failed; rollback also failed: " + stuck_summary(out.stuck))
+        return RollbackFailedError.exit_code
+    if out.skipped:
+        output.warn(f"partial: {len(out.skipped)} group(s) not bound, each restored (exit {PartialError.exit_code})")
+        return PartialError.exit_code
+    return None
+
+
+def check_jobs(jobs: Optional[int]) -> Optional[int]:
+    """--jobs N: groups bound or given back at once (1: one after another); None: the binder's default."""
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {jobs}")
+    return jobs
 
 
 def bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
@@ -197,9 +222,9 @@ def bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
 
 
 def unbind(c: Ctx, addresses: List[str], all_: bool = False, dry_run: bool = False, lock_timeout: float = 30.0,
-           to_default: bool = False, as_json: bool = False) -> None:
+           to_default: bool = False, as_json: bool = False, jobs: Optional[int] = None) -> None:
     """`kata-npu unbind`."""
-    b = c.binder(user_catalogue=False, lock_timeout=lock_timeout)
+    b = c.binder(user_catalogue=False, lock_timeout=lock_timeout, jobs=check_jobs(jobs))
     chosen = parse_many(addresses or [])
     if all_:
         chosen += [a for a in b.recorded_addresses() if a not in chosen]

@@ -96,11 +96,12 @@ def bind_cmd(
     node_timeout: float = typer.Option(10.0, "--node-timeout", help="Seconds to wait for /dev/vfio/N."),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout", help="Seconds to wait for another kata-npu run."),
     as_json: bool = typer.Option(False, "--json"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> Optional[int]:
     """Bind whole IOMMU groups to vfio-pci, with rollback; prints /dev/vfio/N and ctr arguments."""
     return actions.bind(ctx.obj, addresses or [], all_=all_, model=model, recorded=recorded, dry_run=dry_run,
                         force=force, unbind_timeout=unbind_timeout, node_timeout=node_timeout,
-                        lock_timeout=lock_timeout, as_json=as_json)
+                        lock_timeout=lock_timeout, as_json=as_json, jobs=jobs)
 
 
 @app.command("unbind")
@@ -112,10 +113,11 @@ def unbind_cmd(
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
     to_default: bool = typer.Option(False, "--to-default", help="Ignore the recorded driver: clear driver_override and let the kernel choose (resolves a stuck record)."),
     as_json: bool = typer.Option(False, "--json"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> None:
     """Give functions back to their original drivers (from the journal; kernel default without a record)."""
     actions.unbind(ctx.obj, addresses or [], all_=all_, dry_run=dry_run, lock_timeout=lock_timeout,
-                   to_default=to_default, as_json=as_json)
+                   to_default=to_default, as_json=as_json, jobs=jobs)
 
 
 @app.command("recover")
@@ -123,11 +125,12 @@ def recover_cmd(
     ctx: typer.Context,
     forget: List[str] = typer.Option(None, "--forget", help="Drop the journal record of ADDR (after resolving it by hand)."),
     as_json: bool = typer.Option(False, "--json"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> None:
     """Finish or roll back a transaction a crashed run left, then retry giving back stuck functions."""
     c: Ctx = ctx.obj
     c.require_root("recover")
-    b = c.binder(user_catalogue=False)
+    b = c.binder(user_catalogue=False, jobs=actions.check_jobs(jobs))
     forgotten: list[str] = []
     with b.locked():
         msg, _ = b.recover()
@@ -166,6 +169,7 @@ def apply_cmd(
     prune: bool = typer.Option(False, "--prune", help="Give back to the host what kata-npu bound and the file no longer declares."),
     lock_timeout: float = typer.Option(30.0, "--lock-timeout"),
     as_json: bool = typer.Option(False, "--json"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> Optional[int]:
     """Bind what the desired-state file declares; leave as-declared groups untouched; exit 14 when partial."""
     from pathlib import Path
@@ -175,7 +179,7 @@ def apply_cmd(
     c: Ctx = ctx.obj
     path = Path(file) if file else c.paths.config_dir / "node.yaml"
     state = desired.load(path, file or c.paths.strip(path))
-    b = c.binder(lock_timeout=lock_timeout)
+    b = c.binder(lock_timeout=lock_timeout, jobs=actions.check_jobs(jobs))
     if dry_run:
         plan = applying.plan_apply(b, c.catalogue, state)
         res = applying.ApplyResult(plan, prune)

@@ -70,10 +70,11 @@ def exit_codes_text() -> str:
 BIND_FLAGS = {"--json": "as_json", "--dry-run": "dry_run", "-n": "dry_run", "--force": "force", "--all": "all_",
               "--recorded": "recorded"}
 BIND_VALUES = {"--model": ("model", str), "--unbind-timeout": ("unbind_timeout", float),
-               "--node-timeout": ("node_timeout", float), "--lock-timeout": ("lock_timeout", float)}
+               "--node-timeout": ("node_timeout", float), "--lock-timeout": ("lock_timeout", float),
+               "--jobs": ("jobs", int), "-j": ("jobs", int)}
 UNBIND_FLAGS = {"--json": "as_json", "--dry-run": "dry_run", "-n": "dry_run", "--all": "all_",
                 "--to-default": "to_default"}
-UNBIND_VALUES = {"--lock-timeout": ("lock_timeout", float)}
+UNBIND_VALUES = {"--lock-timeout": ("lock_timeout", float), "--jobs": ("jobs", int), "-j": ("jobs", int)}
 
 
 def _options(args: list[str], flags: dict, values: dict) -> tuple[list[str], dict] | None:

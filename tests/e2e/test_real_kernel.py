@@ -190,3 +190,35 @@ def test_pci_stub_by_new_id_comes_back_exactly(clean):
     state = kernel_state(vm)
     assert state[a] == ("pci-stub", "(null)"), state
     assert state["0000:03:00.0"] == ("e1000e", "(null)")
+
+
+def test_three_groups_bound_and_restored_concurrently(clean):
+    """--jobs 3 on Linux: the three groups' driver links, /dev/vfio/N, QEMU opening all of them; a kill -9
+    in the middle of a concurrent bind recovered by a concurrent recover; unbind concurrently."""
+    vm = clean
+    funcs = ["0000:01:00.0", "0000:02:00.0", "0000:02:00.1", "0000:04:00.0"]
+    groups = sorted({vm.group(f) for f in funcs})
+    assert len(groups) == 3
+    r = vm.run("kata-npu bind 01:00.0 02:00.0 04:00.0 --jobs 3", env={"KATA_NPU_TEST_CRASH_AT": "unbound:2"})
+    assert r.rc == 137, r
+    tx = json.loads(vm.ok("cat /var/lib/kata-npu/state.json"))["transaction"]
+    assert tx["op"] == "bind" and tx["functions"], tx
+    r = vm.run("kata-npu recover --jobs 3")
+    assert r.rc == 0 and "rolled back interrupted bind" in r.out, r
+    assert all(v == ("e1000e", "(null)") for v in kernel_state(vm).values()), kernel_state(vm)
+    r = vm.run("kata-npu bind 01:00.0 02:00.0 04:00.0 --jobs 3 --json")
+    assert r.rc == 0, r
+    doc = json.loads(r.out[r.out.index("{"):])
+    assert [g["group"] for g in doc["groups"]] == groups and doc["changed"] == 4
+    for f in funcs:
+        assert vm.driver(f) == "vfio-pci", f
+    for g in groups:
+        assert is_chr(vm, f"/dev/vfio/{g}"), g
+    v = probe(vm, *funcs)
+    assert v["ok"], v
+    r = vm.run("kata-npu unbind --all --jobs 3")
+    assert r.rc == 0, r
+    state = kernel_state(vm)
+    assert all(state[f] == ("e1000e", "(null)") for f in funcs), state
+    assert not any(is_chr(vm, f"/dev/vfio/{g}") for g in groups)
+    assert json.loads(vm.ok("cat /var/lib/kata-npu/state.json"))["devices"] == {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import KataNpuError
+from ..errors import KataNpuError, RollbackFailedError
 from . import sysfs
 from .address import PciAddress
-from .binder import Binder
+from .binder import Binder, merge_plans, stuck_summary
 from .catalogue import Catalogue
 from .desired import DesiredState, Entry, norm
 from .identity import read_identity
@@ -128,19 +128,52 @@ def plan_apply(b: Binder, catalogue: Catalogue, desired: DesiredState) -> ApplyP
     return plan
 
 
-def _per_group(changes: list[GroupChange], act, what: str, done: list[int], failed: list[str]) -> None:
+def _bind_groups(b: Binder, changes: list[GroupChange], done: list[int], failed: list[str]) -> None:
+    """Plan each group alone (a refusal is named, the others go on), then bind them together: groups
+    concurrently (Binder.jobs), each in its own unit of the one transaction, rolled back alone."""
+    plans, lines = [], {}
     for g in changes:
         try:
-            act([PciAddress.parse(a) for a in g.addresses])
-            done.append(g.group)
+            plans.append(b.plan_bind([PciAddress.parse(a) for a in g.addresses]))
         except KataNpuError as e:
-            failed.append(f"IOMMU group {g.group} ({', '.join(g.addresses)}): not {what}: {e}")
+            lines[g.group] = f"IOMMU group {g.group} ({', '.join(g.addresses)}): not bound: {e}"
+    if plans:
+        by_group = {g.group: g for g in changes}
+        try:
+            out = b.bind_each(merge_plans(plans))
+            bad = {f.group: f.line(by_group[f.group].addresses) for f in out.failed}
+        except KataNpuError as e:  # before any group was touched (vfio missing): every group is named
+            bad = {g.group: f"IOMMU group {g.group} ({', '.join(by_group[g.group].addresses)}): not bound: {e}"
+                   for p in plans for g in p.groups}
+        lines.update(bad)
+        done += [g.group for p in plans for g in p.groups if g.group not in bad]
+    failed += [lines[g.group] for g in changes if g.group in lines]
+
+
+def _give_back_groups(b: Binder, changes: list[GroupChange], done: list[int], failed: list[str]) -> None:
+    """Plan each group alone, give them back in one unbind (groups concurrently, Binder.jobs); a group
+    with a function that did not come back is named with it."""
+    plans, lines = [], {}
+    for g in changes:
+        try:
+            plans.append(b.plan_unbind([PciAddress.parse(a) for a in g.addresses]))
+        except KataNpuError as e:
+            lines[g.group] = f"IOMMU group {g.group} ({', '.join(g.addresses)}): not given back: {e}"
+    if plans:
+        out = b.unbind(merge_plans(plans), raise_stuck=False)
+        for g in changes:
+            stuck = [r for r in out.stuck if r.address in g.addresses]
+            if stuck:
+                lines[g.group] = (f"IOMMU group {g.group} ({', '.join(g.addresses)}): not given back: "
+                                  f"{RollbackFailedError('unbind incomplete: ' + stuck_summary(stuck))}")
+        done += [g.group for p in plans for g in p.groups if g.group not in lines]
+    failed += [lines[g.group] for g in changes if g.group in lines]
 
 
 def apply(b: Binder, plan: ApplyPlan, prune: bool) -> ApplyResult:
-    """Carry out ``plan``: one transaction per group; failures named, never stopping the others. Caller holds the lock."""
+    """Carry out ``plan``: groups concurrently; failures named, never stopping the others. Caller holds the lock."""
     res = ApplyResult(plan, prune)
-    _per_group(plan.bind, lambda addrs: b.bind(b.plan_bind(addrs)), "bound", res.bound, res.failed)
+    _bind_groups(b, plan.bind, res.bound, res.failed)
     if prune:
-        _per_group(plan.prune, lambda addrs: b.unbind(b.plan_unbind(addrs)), "given back", res.given_back, res.failed)
+        _give_back_groups(b, plan.prune, res.given_back, res.failed)
     return res

@@ -4,8 +4,16 @@ Order per function (bind): journal the original driver -> driver_override
 -> unbind from the host driver (in a child, with a deadline) ->
 drivers_probe -> verify the ``driver`` link, because drivers_probe reports
 success even when nothing bound. After each group: wait for a stable
-/dev/vfio/N and recheck viability. Any failure restores every touched
-function, in reverse order, to its recorded driver.
+/dev/vfio/N and recheck viability. A failure restores every touched
+function of that group, in reverse order, to its recorded driver.
+
+IOMMU groups are independent units: up to ``jobs`` of them are bound, given
+back or recovered at once (host.workers), each in the order above. They
+share one journal and one transaction; every change to it is made and
+written under one lock, before the action it records, so a kill -9 at any
+moment leaves a journal that names every function touched and not yet
+committed. A group that finishes leaves the transaction as bound records; a
+group that fails is rolled back alone and named; the others go on.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from .paths import HostPaths, vfio_cdev
 from .plan import Plan, plan_bind, plan_unbind
 from .usage import group_in_use, host_usage
 from .vfio import VfioDriver, choose_driver, ensure_loaded, wait_for_char_device
+from .workers import effective_jobs, make_lock, run_each
 
 CRASH_ENV = "KATA_NPU_TEST_CRASH_AT"  # test-only: "<phase>:<n>" SIGKILLs us there
 
@@ -45,6 +54,19 @@ NO_IOMMU_HELP = (
 
 class StepError(Exception):
     """One step of a plan failed; the message names the function and the step."""
+
+
+@dataclass
+class GroupFailure:
+    """One IOMMU group of a bind that failed and was rolled back alone (``stuck``: what did not come back)."""
+
+    group: int
+    addresses: list[str]  # the group's functions the bind was moving
+    error: KataNpuError  # what a bind of this group alone raises: BindFailedError or RollbackFailedError
+    stuck: list[FunctionRecord] = field(default_factory=list)
+
+    def line(self, addresses: list[str] | None = None) -> str:
+        return f"IOMMU group {self.group} ({', '.join(addresses or self.addresses)}): not bound: {self.error}"
 
 
 @dataclass
@@ -72,6 +94,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     stuck: list[FunctionRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # one line per device left alone (re-bind, apply)
+    failed: list[GroupFailure] = field(default_factory=list)  # groups rolled back (sorted by group)
 
     def ctr_command(self) -> str | None:
         """The same line `kata-npu run-args` prints (one builder: kataconfig.runargs)."""
@@ -97,9 +120,37 @@ class Binder:
     node_timeout: float = 10.0
     lock_timeout: float = 30.0
     log: Callable[[str], None] = lambda msg: None
+    jobs: int | None = None  # groups at once; None: min(groups, workers.DEFAULT_MAX_JOBS); 1: one after another
 
     def __post_init__(self) -> None:
         self.journal = Journal(self.paths)
+        self._mu = make_lock(False)  # guards the shared State; real once threads run
+        self._io = make_lock(False)  # one journal write at a time
+        self._changes = self._written = 0  # group commit: changes made / changes on disk
+
+    def _each_group(self, units: list, work: Callable) -> list:
+        """run_each with the locks made real first when units will run on several threads."""
+        if effective_jobs(self.jobs, len(units)) > 1 and not hasattr(self._mu, "acquire"):
+            self._mu, self._io = make_lock(True), make_lock(True)
+        return run_each(units, work, self.jobs)
+
+    def _save(self, state: State) -> None:
+        """Return once the journal on disk holds every change this thread made to ``state`` (made under _mu).
+
+        Group commit: a thread that finds its change already written by another thread's write (each
+        write is a snapshot of the whole state taken under _mu) does not write again, so N groups
+        advancing at once cost fewer fsyncs than N; run serially, every call writes, as before.
+        """
+        with self._mu:
+            self._changes += 1
+            mine = self._changes
+        with self._io:
+            if self._written >= mine:
+                return
+            with self._mu:
+                text, upto = self.journal.dump(state), self._changes
+            self.journal.write(text)
+            self._written = upto
 
     # ---------------------------------------------------------------- snapshot & plan
     def _groups_for(self, addresses: list[PciAddress]) -> list[tuple[IommuGroup, set[PciAddress]]]:
@@ -203,8 +254,9 @@ class Binder:
         self._advance(tf, "verified", state, index)
 
     def _advance(self, tf: FunctionRecord, phase: str, state: State, index: int) -> None:
-        tf.phase = phase
-        self.journal.save(state)
+        with self._mu:
+            tf.phase = phase
+        self._save(state)
         self._crash_point(phase, index)
 
     def _set_override(self, addr: str, value: str | None) -> None:
@@ -292,22 +344,43 @@ class Binder:
             except StepError as e:
                 tf.safe_driver = self._safe_state(tf)
                 if not (tf.safe_driver and tf.safe_driver == tf.original_driver and self._override_ok(tf)):
-                    tf.stuck = f"{e}; left on {tf.safe_driver or 'no driver (reboot to recover it)'}"
-                    tf.phase = "stuck"
-                    state.devices[tf.address] = tf
+                    with self._mu:
+                        tf.stuck = f"{e}; left on {tf.safe_driver or 'no driver (reboot to recover it)'}"
+                        tf.phase = "stuck"
+                        state.devices[tf.address] = tf
+                    self._save(state)
                     stuck.append(tf)
                     self.log(f"stuck: {tf.address}: {tf.stuck}")
-                    self.journal.save(state)
                     continue
                 self.log(f"restored {tf.address} to {tf.safe_driver} by reprobe after: {e}")
-            tf.safe_driver = None
-            if keep_records and tf.bound_at is not None:  # recorded before this bind (a re-bind after a
-                tf.phase = "recorded"  # reboot): the record must outlive the failed attempt
-                state.devices[tf.address] = tf
-            else:
-                state.devices.pop(tf.address, None)
-            self.journal.save(state)
+            with self._mu:
+                tf.safe_driver = None
+                if keep_records and tf.bound_at is not None:  # recorded before this bind (a re-bind after a
+                    tf.phase = "recorded"  # reboot): the record must outlive the failed attempt
+                    state.devices[tf.address] = tf
+                else:
+                    state.devices.pop(tf.address, None)
+            self._save(state)
         return stuck
+
+    def _group_units(self, functions: list[FunctionRecord]) -> list[list[FunctionRecord]]:
+        """``functions`` split by IOMMU group (a vanished function is a unit of its own), each in the given
+        order, the units in order of their first function: what may be given back concurrently."""
+        units: dict[object, list[FunctionRecord]] = {}
+        for tf in functions:
+            n = None
+            if self._dev(tf.address).exists():
+                n = sysfs.group_number(self.paths, PciAddress.parse(tf.address))
+            units.setdefault(n if n is not None else tf.address, []).append(tf)
+        return list(units.values())
+
+    def _give_back_groups(self, functions: list[FunctionRecord], state: State,
+                          keep_records: bool = False) -> list[FunctionRecord]:
+        """_give_back per IOMMU group, groups concurrently; the stuck ones in the order of ``functions``."""
+        stuck = {tf.address for unit in self._each_group(self._group_units(functions),
+                                                         lambda u: self._give_back(u, state, keep_records))
+                 for tf in unit}
+        return [tf for tf in functions if tf.address in stuck]
 
     # ---------------------------------------------------------------- recovery
     def recover(self) -> tuple[str | None, list[FunctionRecord]]:
@@ -322,13 +395,13 @@ class Binder:
             return None, []
         self.log(f"found interrupted {tx.op} transaction {tx.id} of pid {tx.pid}; recovering")
         if tx.op == "bind":
-            stuck = self._give_back(list(reversed(tx.functions)), state, keep_records=True)
+            stuck = self._give_back_groups(list(reversed(tx.functions)), state, keep_records=True)
             verb = "rolled back"
         else:
-            stuck = self._give_back(list(tx.functions), state)
+            stuck = self._give_back_groups(list(tx.functions), state)
             verb = "completed"
         state.transaction = None
-        self.journal.save(state)
+        self._save(state)
         msg = f"{verb} interrupted {tx.op} of {len(tx.functions)} function(s) left by pid {tx.pid}"
         if stuck:
             msg += f"; {len(stuck)} stuck: " + "; ".join(f"{r.address}: {r.stuck}" for r in stuck)
@@ -342,7 +415,7 @@ class Binder:
             return [], []
         for r in pending:
             r.stuck = None
-        still = self._give_back(pending, state)
+        still = self._give_back_groups(pending, state)
         left = {r.address for r in still}
         return [r.address for r in pending if r.address not in left], still
 
@@ -366,6 +439,24 @@ class Binder:
         return GroupResult(number, self.paths.strip(node) if on else None, iommufd if on else [], fns)
 
     def bind(self, plan: Plan) -> Outcome:
+        """Bind the plan's groups (concurrently, up to ``jobs``); each group that fails is rolled back alone.
+
+        Raises when no group that had something to do was bound (with one group: exactly the error a
+        failed bind always raised); otherwise returns with the failed groups in ``failed``/``stuck``.
+        """
+        out = self.bind_each(plan)
+        if out.failed and not any(g.changes and g.group not in {f.group for f in out.failed} for g in plan.groups):
+            if len(out.failed) == 1:
+                raise out.failed[0].error
+            stuck = [r for f in out.failed for r in f.stuck]
+            text = "; ".join(f.line() for f in out.failed)
+            if stuck:
+                raise RollbackFailedError(f"bind failed in every group: {text}")
+            raise BindFailedError(f"bind failed in every group: {text}")
+        return out
+
+    def bind_each(self, plan: Plan) -> Outcome:
+        """Bind each group of ``plan`` in its own unit of work; failures are returned, never raised."""
         out = Outcome("bind")
         state = self.journal.load()
         modules: dict[str, str] = {}
@@ -387,40 +478,75 @@ class Binder:
                                           _module_of(self.paths, s.current_driver), target, s.requested,
                                           identity=read_identity(self._dev(addr))))
         if not fns:
-            for g in plan.groups:
-                self._finish_group(g.group)
-            out.groups = [self._group_result(g.group) for g in plan.groups]
+            failed = self._each_group(list(plan.groups), lambda g: self._finish_only(g.group))
+            out.failed = [f for f in failed if f]
+            out.skipped = [f.line() for f in out.failed]
+            out.groups = [self._group_result(g.group) for g in plan.groups if g.group not in {f.group for f in out.failed}]
             return out
         tx = self.journal.new_transaction("bind", fns)
         state.transaction = tx
-        self.journal.save(state)
+        self._save(state)  # every function's original driver is on disk before the first write
         self._crash_point("recorded", 0)
         by_addr = {tf.address: (i, tf) for i, tf in enumerate(fns)}
-        try:
-            for g in plan.groups:
-                for s in g.changes:
-                    i, tf = by_addr[str(s.address)]
-                    self.log(f"{tf.address}: {tf.original_driver or 'no driver'} -> {tf.vfio_driver}")
-                    self._bind_one(tf, state, i)
-                self._finish_group(g.group)
-        except (StepError, KataNpuError) as e:
-            stuck = self._give_back(list(reversed(fns)), state, keep_records=True)
+        units = [(g, [by_addr[str(s.address)] for s in g.changes]) for g in plan.groups]
+        results = self._each_group(units, lambda u: self._bind_group(u[0].group, u[1], state))
+        with self._mu:
             state.transaction = None
-            self.journal.save(state)
-            if stuck:
-                raise RollbackFailedError(f"bind failed: {e}; rollback also failed: " + stuck_summary(stuck)) from None
-            raise BindFailedError(
-                f"bind failed: {e}; restored {len(fns)} function(s) to their original drivers"
-            ) from None
-        now = time.time()
-        for tf in fns:
-            tf.phase, tf.bound_at, tf.stuck, tf.safe_driver = "bound", now, None, None
-            state.devices[tf.address] = tf
-        state.transaction = None
-        self.journal.save(state)
-        out.changed = len(fns)
-        out.groups = [self._group_result(g.group) for g in plan.groups]
+        self._save(state)
+        out.failed = [f for f in results if f]
+        out.skipped = [f.line() for f in out.failed]
+        failed = {f.group for f in out.failed}
+        out.stuck = [r for f in out.failed for r in f.stuck]
+        out.changed = sum(len(u[1]) for u in units if u[0].group not in failed)
+        out.groups = [self._group_result(g.group) for g in plan.groups if g.group not in failed]
         return out
+
+    def _bind_group(self, number: int, members: list[tuple[int, FunctionRecord]], state: State) -> GroupFailure | None:
+        """One group: bind its functions in order, check the group; on failure give back this group only.
+
+        On success its functions leave the transaction as bound records; on failure they leave it
+        restored (or stuck), so the transaction always holds exactly the functions still in flight.
+        """
+        tfs = [tf for _, tf in members]
+        try:
+            for i, tf in members:
+                self.log(f"{tf.address}: {tf.original_driver or 'no driver'} -> {tf.vfio_driver}")
+                self._bind_one(tf, state, i)
+            self._finish_group(number)
+        except (StepError, KataNpuError) as e:
+            self.log(f"IOMMU group {number}: {e}; giving its {len(tfs)} function(s) back")
+            stuck = self._give_back(list(reversed(tfs)), state, keep_records=True)
+            self._leave_transaction(tfs, state)
+            if stuck:
+                err: KataNpuError = RollbackFailedError(
+                    f"bind failed: {e}; rollback also failed: " + stuck_summary(stuck))
+            else:
+                err = BindFailedError(f"bind failed: {e}; restored {len(tfs)} function(s) to their original drivers")
+            return GroupFailure(number, [tf.address for tf in tfs], err, stuck)
+        self._leave_transaction(tfs, state, bound=True)
+        return None
+
+    def _leave_transaction(self, tfs: list[FunctionRecord], state: State, bound: bool = False) -> None:
+        """Take a finished group's functions out of the transaction (``bound``: into the records, in
+        the same change, so no journal write ever shows them in neither or in both)."""
+        with self._mu:
+            if bound:
+                now = time.time()
+                for tf in tfs:
+                    tf.phase, tf.bound_at, tf.stuck, tf.safe_driver = "bound", now, None, None
+                    state.devices[tf.address] = tf
+            gone = {id(tf) for tf in tfs}
+            if state.transaction is not None:
+                state.transaction.functions = [f for f in state.transaction.functions if id(f) not in gone]
+        self._save(state)
+
+    def _finish_only(self, number: int) -> GroupFailure | None:
+        """A group with nothing to move: only the /dev/vfio/N and viability checks."""
+        try:
+            self._finish_group(number)
+        except (StepError, KataNpuError) as e:
+            return GroupFailure(number, [], BindFailedError(f"bind failed: {e}; nothing was changed"))
+        return None
 
     def _finish_group(self, number: int) -> None:
         node = sysfs.vfio_group_node(self.paths, number)
@@ -435,8 +561,9 @@ class Binder:
             left = [str(m.address) for m in g.endpoints if not m.on_vfio]
             raise StepError(f"IOMMU group {number}: {', '.join(left)} not on a VFIO driver")
 
-    def unbind(self, plan: Plan, to_default: bool = False) -> Outcome:
-        """Give the plan's functions back; ``to_default`` ignores the records: clear the override, let the kernel pick."""
+    def unbind(self, plan: Plan, to_default: bool = False, raise_stuck: bool = True) -> Outcome:
+        """Give the plan's functions back, groups concurrently; ``to_default`` ignores the records: clear the
+        override, let the kernel pick. ``raise_stuck=False``: stuck functions only in ``Outcome.stuck``."""
         out = Outcome("unbind", notes=list(plan.notes))
         state = self.journal.load()
         fns = []
@@ -454,14 +581,21 @@ class Binder:
             return out
         tx = self.journal.new_transaction("unbind", fns)
         state.transaction = tx
-        self.journal.save(state)
-        stuck = []
-        for i, tf in enumerate(fns):
-            self.log(f"{tf.address}: {tf.vfio_driver} -> {tf.original_driver or 'kernel default'}")
-            stuck += self._give_back([tf], state)
-            self._crash_point("restored", i)
+        self._save(state)
+        index = {tf.address: i for i, tf in enumerate(fns)}
+
+        def give_back_group(g) -> list[FunctionRecord]:
+            stuck = []
+            for s in g.changes:
+                tf = fns[index[str(s.address)]]
+                self.log(f"{tf.address}: {tf.vfio_driver} -> {tf.original_driver or 'kernel default'}")
+                stuck += self._give_back([tf], state)
+                self._crash_point("restored", index[tf.address])
+            return stuck
+
+        stuck = [r for part in self._each_group(list(plan.groups), give_back_group) for r in part]
         state.transaction = None
-        self.journal.save(state)
+        self._save(state)
         out.changed = len(fns) - len(stuck)
         out.stuck = stuck
         by_addr = {tf.address: tf for tf in fns}
@@ -469,7 +603,7 @@ class Binder:
             grp = sysfs.read_group(self.paths, g.group)
             out.groups.append(GroupResult(g.group, None, [], [
                 function_view(str(m.address), m.driver, by_addr.get(str(m.address))) for m in grp.endpoints]))
-        if stuck:
+        if stuck and raise_stuck:
             raise RollbackFailedError("unbind incomplete: " + stuck_summary(stuck))
         return out
 
@@ -481,6 +615,12 @@ def function_view(address: str, driver: str | None, rec: FunctionRecord | None) 
     """One endpoint in --json output: its record (if any) and the driver it is on now."""
     base = rec.to_json() if rec else FunctionRecord(address, None, None, None, None).to_json()
     return {**base, "driver": driver, "recorded": rec is not None}
+
+
+def merge_plans(plans: list[Plan]) -> Plan:
+    """One plan of several plans' groups (each planned alone, so one refusal never stops the others)."""
+    groups = sorted((g for p in plans for g in p.groups), key=lambda g: g.group)
+    return Plan(plans[0].op if plans else "bind", tuple(groups), tuple(n for p in plans for n in p.notes))
 
 
 def stuck_summary(stuck: list[FunctionRecord]) -> str:

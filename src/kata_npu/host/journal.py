@@ -129,8 +129,16 @@ class Journal:
             ) from None
 
     def save(self, state: State) -> None:
+        self.write(self.dump(state))
+
+    @staticmethod
+    def dump(state: State) -> str:
+        """The journal's text for ``state`` (taken apart from write() so a snapshot can be taken under a lock)."""
+        return json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+
+    def write(self, text: str) -> None:
         try:
-            atomic_write(self.path, json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n", 0o600)
+            atomic_write(self.path, text, 0o600)
         except OSError as e:
             raise JournalError(f"cannot write journal {self.paths.strip(self.path)}: {e.strerror}") from None
 

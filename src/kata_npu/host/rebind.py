@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..errors import KataNpuError
 from . import sysfs
 from .address import PciAddress
-from .binder import Binder, Outcome
+from .binder import Binder, Outcome, merge_plans
 from .identity import Identity, read_identity
 from .journal import FunctionRecord
 
@@ -115,13 +115,19 @@ def rebind_recorded(b: Binder) -> Outcome:
         b.journal.save(state)
     groups, skipped = _groups(b, m)
     out.skipped = m.skipped + skipped
-    for n, addrs in groups.items():
+    plans = []
+    for n, addrs in groups.items():  # planned one by one: a refused group is named, the others go on
         try:
-            plan = b.plan_bind([PciAddress.parse(a) for a in addrs])
-            done = b.bind(plan)
+            plans.append(b.plan_bind([PciAddress.parse(a) for a in addrs]))
         except KataNpuError as e:
             out.skipped.append(f"IOMMU group {n} ({', '.join(addrs)}): not bound: {e}")
-            continue
+    if plans:  # bound together: groups concurrently (Binder.jobs), each rolled back alone
+        try:
+            done = b.bind_each(merge_plans(plans))
+        except KataNpuError as e:  # before any group was touched (vfio missing): every group is named
+            done = Outcome("bind", skipped=[f"IOMMU group {g.group} ({', '.join(groups[g.group])}): not bound: {e}"
+                                            for p in plans for g in p.groups])
+        out.skipped += [f.line(groups[f.group]) for f in done.failed] if done.failed else done.skipped
         out.changed += done.changed
         out.groups += done.groups
     return out
