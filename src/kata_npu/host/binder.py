@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 from typing import Callable
 
 from ..errors import (

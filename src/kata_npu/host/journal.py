@@ -14,7 +14,7 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from ..record import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -66,7 +66,7 @@ class FunctionRecord:
         return cls(**kw)
 
 
-_RECORD_FIELDS = tuple(f for f in FunctionRecord.__dataclass_fields__ if f != "identity")
+_RECORD_FIELDS = tuple(f for f in fields(FunctionRecord) if f != "identity")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
 from typing import Iterable
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
 from typing import Callable
 
