@@ -105,6 +105,30 @@ def test_bind_plan_imports_no_udev(fake_host):
     assert not _banned(mods, {"pyudev", "ctypes", "kata_npu.host.uevent"})
 
 
+# what bind/unbind/status need not pay for at start-up: logging (only an embedding program configures
+# it), dataclasses and its inspect/ast/dis chain (kata_npu.record instead), typing (annotations are strings)
+NOT_ON_HOT_PATH = {"logging", "dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "traceback", "threading"}
+
+
+@pytest.mark.parametrize("argv", [["status", "--json"], ["bind", "-n", "--json", "0000:81:00.0"],
+                                  ["unbind", "-n", "--json", "0000:81:00.0"], ["list", "--json"],
+                                  ["list", "--all", "--json"]])
+def test_hot_commands_import_no_logging_dataclasses_or_typing(fake_host, argv):
+    rc, out, mods = imported(["--root", str(fake_host.root), *argv])
+    assert rc == 0 and out.strip(), (argv, rc, out)
+    assert not _banned(mods, NOT_ON_HOT_PATH), argv
+
+
+def test_logging_still_reaches_a_program_that_configured_it(fake_host, caplog):
+    import logging
+
+    from kata_npu.actions import Ctx
+
+    with caplog.at_level(logging.INFO, logger="kata_npu"):
+        Ctx(str(fake_host.root), fake_host, False).info("step one")
+    assert "step one" in caplog.text
+
+
 def test_host_binding_modules_import_only_what_every_bind_uses():
     """subprocess/shutil only to modprobe, socket only for an up netdev or the uevent wait, no uuid, no pyudev."""
     import kata_npu

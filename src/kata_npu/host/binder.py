@@ -14,7 +14,9 @@ import os
 import signal
 import time
 from ..record import dataclass, field
-from typing import Callable
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable
 
 from ..errors import (
     BindFailedError,

@@ -16,7 +16,9 @@ import time
 from contextlib import contextmanager
 from ..record import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Iterator
 
 from ..errors import JournalError, LockTimeoutError, from_os_error
 from ..fileio import atomic_write

@@ -14,7 +14,11 @@ import signal
 import stat
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable, Protocol
+else:
+    Protocol = object
 
 from ..errors import VfioMissingError
 

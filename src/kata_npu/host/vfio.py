@@ -7,7 +7,9 @@ import os
 import time
 from ..record import dataclass
 from pathlib import Path
-from typing import Callable
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable
 
 from ..errors import VfioMissingError
 from .address import PciAddress
