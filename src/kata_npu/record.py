@@ -3,8 +3,8 @@
 ``dataclasses`` imports ``inspect`` (and with it ``dis``, ``ast``, ``tokenize``, ``enum``...) and
 compiles five to eight methods per class with ``exec``; on a start-up path of twenty records that is
 more than a bind's own work under emulation and ~6 ms per container start in the guest hook. This
-decorator compiles only ``__init__`` (per-instance speed as a dataclass's) and shares generic
-``__eq__``, ``__repr__``, ordering and hashing. Supported: annotations in class order (inherited
+decorator compiles nothing: ``__init__``, ``__eq__``, ``__repr__``, ordering and hashing are shared
+functions over the field names (an instance built from all its fields in order is one dict update). Supported: annotations in class order (inherited
 from record bases first), plain defaults, ``field(default=...)`` / ``field(default_factory=...)``,
 ``frozen``, ``order``, ``__post_init__``, ``ClassVar`` annotations skipped. Anything else is a
 TypeError at class creation, never a silent difference. Stdlib-free; the guest hook uses it too.
@@ -81,6 +81,50 @@ def _is_classvar(annotation) -> bool:
     return text.startswith(("ClassVar", "typing.ClassVar"))
 
 
+def _check_order(cls, names, defaults) -> None:
+    seen_default = False
+    for n in names:
+        if n in defaults:
+            seen_default = True
+        elif seen_default:
+            raise TypeError(f"{cls.__qualname__}: non-default field {n!r} follows a default")
+
+
+def _make_init(cls, names: tuple[str, ...], defaults: dict, post: bool):
+    """A generic __init__: no per-class compile (a start-up cost), one C-level dict update per instance."""
+    count = len(names)
+    known = frozenset(names)
+    fill = list(defaults.items())
+    qual = cls.__qualname__
+
+    def __init__(self, *args, **kw):
+        if not kw and len(args) == count:  # every field given in order: the common, fast case
+            self.__dict__.update(zip(names, args))
+        else:
+            if len(args) > count:
+                raise TypeError(f"{qual}() takes {count} arguments but {len(args)} were given")
+            values = dict(zip(names, args))
+            for k, v in kw.items():
+                if k not in known or k in values:
+                    raise TypeError(f"{qual}() got an {'unexpected' if k not in known else 'extra'} argument {k!r}")
+                values[k] = v
+            for n, d in fill:
+                if n not in values:
+                    if isinstance(d, _Field):
+                        values[n] = d.factory() if d.factory is not _MISSING else d.default
+                    else:
+                        values[n] = d
+            if len(values) != count:
+                missing = [n for n in names if n not in values]
+                raise TypeError(f"{qual}() missing required argument(s): {', '.join(map(repr, missing))}")
+            self.__dict__.update(values)
+        if post:
+            self.__post_init__()
+
+    __init__.__qualname__ = f"{qual}.__init__"
+    return __init__
+
+
 def dataclass(cls=None, *, frozen: bool = False, order: bool = False):
     """``@dataclass`` / ``@dataclass(frozen=True, order=True)`` for kata-npu's records."""
 
@@ -91,7 +135,8 @@ def dataclass(cls=None, *, frozen: bool = False, order: bool = False):
             for n in getattr(base, "__record_fields__", ()):
                 if n not in names:
                     names.append(n)
-                defaults.update({n: base.__record_defaults__[n]} if n in base.__record_defaults__ else {})
+                if n in base.__record_defaults__:
+                    defaults[n] = base.__record_defaults__[n]
         for n, ann in cls.__dict__.get("__annotations__", {}).items():
             if _is_classvar(ann):
                 continue
@@ -105,33 +150,8 @@ def dataclass(cls=None, *, frozen: bool = False, order: bool = False):
                         delattr(cls, n)
                     else:
                         setattr(cls, n, d.default)
-        params, body, env = [], [], {"_MISSING": _MISSING, "_set": object.__setattr__}
-        seen_default = False
-        for i, n in enumerate(names):
-            d = defaults.get(n, _MISSING)
-            if isinstance(d, _Field) and d.factory is not _MISSING:
-                env[f"_f{i}"] = d.factory
-                params.append(f"{n}=_MISSING")
-                value = f"_f{i}() if {n} is _MISSING else {n}"
-                seen_default = True
-            elif d is not _MISSING:
-                env[f"_d{i}"] = d.default if isinstance(d, _Field) else d
-                params.append(f"{n}=_d{i}")
-                value = n
-                seen_default = True
-            else:
-                if seen_default:
-                    raise TypeError(f"{cls.__qualname__}: non-default field {n!r} follows a default")
-                params.append(n)
-                value = n
-            body.append(f"    _set(self, {n!r}, {value})" if frozen else f"    self.{n} = {value}")
-        if hasattr(cls, "__post_init__"):
-            body.append("    self.__post_init__()")
-        src = f"def __init__(self, {', '.join(params)}):\n" + ("\n".join(body) or "    pass") + "\n"
-        exec(src, env)  # noqa: S102 - our own generated source, as dataclasses does
-        init = env["__init__"]
-        init.__qualname__ = f"{cls.__qualname__}.__init__"
-        cls.__init__ = init
+        _check_order(cls, names, defaults)
+        cls.__init__ = _make_init(cls, tuple(names), defaults, hasattr(cls, "__post_init__"))
         cls.__record_fields__ = tuple(names)
         cls.__record_defaults__ = defaults
         cls.__match_args__ = tuple(names)
