@@ -119,6 +119,35 @@ def test_hot_commands_import_no_logging_dataclasses_or_typing(fake_host, argv):
     assert not _banned(mods, NOT_ON_HOT_PATH), argv
 
 
+def test_a_real_bind_path_imports_no_socket_enums_and_no_dataclasses():
+    """What bind adds after the plan: the uevent waker (the C _socket module, not `socket`, whose enum
+    conversion cost 0.2 s under TCG) and the ctr line builder (records, not dataclasses)."""
+    code = ("import sys; from kata_npu.host import uevent; from kata_npu.kataconfig.runargs import ctr_run_line; "
+            "w = uevent.open_waker(); w and w.close(); "
+            "line = ctr_run_line(['/dev/vfio/7']); assert '/dev/vfio/7' in line; print(repr(sorted(sys.modules)))")
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    assert r.returncode == 0, r.stderr
+    mods = set(ast.literal_eval(r.stdout))
+    assert "kata_npu.host.uevent" in mods and "_socket" in mods
+    assert not _banned(mods, NOT_ON_HOT_PATH | {"socket"})
+
+
+def test_variant_module_reads_only_vfio_pci_lines(tmp_path):
+    """The str.find scan gives what the line-by-line scan gave: the most specific vfio_pci: alias."""
+    from kata_npu.host.vfio import _lines_containing
+
+    text = ("alias pci:v000019E5d0000D802sv*sd*bc*sc*i* drv_pcie_host\n"
+            "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci\n"
+            "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
+            "alias vfio_pci:v000015B3d*sv*sd*bc*sc*i* other_vfio_pci")  # no final newline
+    got = list(_lines_containing(text, "vfio_pci:"))
+    assert got == [line for line in text.splitlines() if "vfio_pci:" in line] and len(got) == 3
+    for real in Path("/lib/modules").glob("*/modules.alias"):  # the installed kernels' tables (Debian's 6.1)
+        text = real.read_text(errors="replace")
+        assert list(_lines_containing(text, "vfio_pci:")) == [x for x in text.splitlines() if "vfio_pci:" in x]
+
+
 def test_logging_still_reaches_a_program_that_configured_it(fake_host, caplog):
     import logging
 

@@ -77,10 +77,12 @@ class Outcome:
 
     def ctr_command(self) -> str | None:
         """The same line `kata-npu run-args` prints (one builder: kataconfig.runargs)."""
+        nodes = [g.vfio_node for g in self.groups if g.vfio_node]
+        if not nodes:
+            return None  # unbind: nothing to run, nothing to import
         from ..kataconfig.runargs import ctr_run_line
 
-        nodes = [g.vfio_node for g in self.groups if g.vfio_node]
-        return ctr_run_line(nodes) if nodes else None
+        return ctr_run_line(nodes)
 
     def to_json(self) -> dict:
         return {"ok": not (self.skipped or self.stuck), "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,

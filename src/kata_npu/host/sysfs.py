@@ -20,10 +20,12 @@ def _read(path: Path | str) -> str | None:
     try:
         # sysfs hands an attribute over in one read; a second read only to see EOF costs a syscall
         # per file, so read on only while the buffer came back full.
-        data = chunk = os.read(fd, 65536)
-        while len(chunk) == 65536:
-            chunk = os.read(fd, 65536)
-            data += chunk
+        data = os.read(fd, 65536)
+        if len(data) == 65536:  # a long regular file (modules.alias): read to EOF
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 20))
+            data = b"".join(chunks)
         return data.decode("ascii", "replace").strip()
     except OSError:
         return None
