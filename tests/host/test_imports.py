@@ -106,8 +106,10 @@ def test_bind_plan_imports_no_udev(fake_host):
 
 
 # what bind/unbind/status need not pay for at start-up: logging (only an embedding program configures
-# it), dataclasses and its inspect/ast/dis chain (kata_npu.record instead), typing (annotations are strings)
-NOT_ON_HOT_PATH = {"logging", "dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "traceback", "threading"}
+# it), dataclasses and its inspect/ast/dis chain (kata_npu.record instead), typing (annotations are strings),
+# signal (its enums; _signal has SIGKILL)
+NOT_ON_HOT_PATH = {"logging", "dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "traceback", "threading",
+                   "signal"}
 
 
 @pytest.mark.parametrize("argv", [["status", "--json"], ["bind", "-n", "--json", "0000:81:00.0"],

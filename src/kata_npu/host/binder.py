@@ -11,7 +11,7 @@ function, in reverse order, to its recorded driver.
 from __future__ import annotations
 
 import os
-import signal
+from _signal import SIGKILL  # the C module: `signal` builds its enums on import
 import time
 from ..record import dataclass, field
 TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
@@ -149,7 +149,7 @@ class Binder:
 
     def _crash_point(self, phase: str, index: int) -> None:
         if os.environ.get(CRASH_ENV) == f"{phase}:{index}":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGKILL)
 
     def _deadline_write(self, path, data: str, seconds: float, what: str) -> None:
         try:
