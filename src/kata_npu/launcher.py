@@ -48,7 +48,11 @@ def launcher_text(python: str, path: list[str], module: str, func: str) -> str:
 def write(dest: str, python: str | None = None, path: list[str] | None = None) -> list[str]:
     """Write every launcher into ``dest`` atomically (a running unit never sees a half script); their paths."""
     python = python or sys.executable
-    path = import_path(python) if path is None else path
+    if path is None:
+        path = import_path(python)
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        if python == sys.executable and here not in path:  # an import-hook editable install: name the tree
+            path.append(here)
     written = []
     for cmd, (module, func) in ENTRY_POINTS.items():
         target = os.path.join(dest, cmd)
