@@ -61,6 +61,11 @@ fi
 mkdir -p "$PREFIX" "$BIN"
 "$PY" -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore --upgrade "$SRC"
+# Our own launchers over pip's console scripts (same paths): `python -IS`, the venv's import path
+# written in, so no site, no foreign .pth file and no PYTHON* variable runs before kata-npu (faster
+# start, nothing unchosen running as root). See src/kata_npu/launcher.py.
+"$PREFIX/venv/bin/python" -I -m kata_npu.launcher "$PREFIX/venv/bin" >/dev/null \
+  || die "could not write the launchers into $PREFIX/venv/bin"
 for cmd in kata-npu kata-npu-hook; do
   [ -x "$PREFIX/venv/bin/$cmd" ] || die "pip did not install $PREFIX/venv/bin/$cmd"
   ln -sfn "$PREFIX/venv/bin/$cmd" "$BIN/.$cmd.tmp$$"

@@ -59,15 +59,17 @@ def build_tree(root: Path, functions: int) -> dict:
     return counts
 
 
-def median_time(cmd: list[str], runs: int, env=None) -> float:
-    times = []
+def alternating(cmds: dict[str, list[str]], runs: int) -> dict[str, float]:
+    """Median wall time of each command, the commands taking turns every round (load drifts hit all alike)."""
+    times: dict[str, list[float]] = {k: [] for k in cmds}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        times.append(time.perf_counter() - t0)
-        if r.returncode != 0:
-            raise SystemExit(f"{cmd[0]} failed: {r.stderr.decode()[:400]}")
-    return statistics.median(times)
+        for name, cmd in cmds.items():
+            t0 = time.perf_counter()
+            r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            times[name].append(time.perf_counter() - t0)
+            if r.returncode != 0:
+                raise SystemExit(f"{cmd[0]} failed: {r.stderr.decode()[:400]}")
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -76,12 +78,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     a = ap.parse_args()
     lspci = shutil.which("lspci")
-    # The console script itself: a pyenv/asdf shim would add a bash start to every run.
-    beside = Path(sys.executable).parent / "kata-npu"
-    kata = str(beside) if beside.exists() else shutil.which("kata-npu")
-    if not lspci or not kata:
-        raise SystemExit("needs lspci (pciutils) and an installed kata-npu")
+    if not lspci:
+        raise SystemExit("needs lspci (pciutils)")
+    # kata-npu as install.sh installs it: its own launcher (python -IS) for this interpreter
+    from kata_npu import launcher
+
     with tempfile.TemporaryDirectory() as t:
+        launcher.write(t)
+        kata = str(Path(t) / "kata-npu")
         root = Path(t) / "root"
         counts = build_tree(root, a.functions)
         total = sum(counts.values())
@@ -91,12 +95,16 @@ def main() -> None:
                                capture_output=True, text=True, check=True).stdout.count("\n")
         assert listed == counts["npu"], (listed, counts)
         assert lines == total, (lines, total)
-        t_kata = median_time([kata, "--root", str(root), "list", "--json"], a.runs)
-        t_all = median_time([kata, "--root", str(root), "list", "--all", "--json"], a.runs)
-        t_lspci = median_time([lspci, "-D", "-nn", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"], a.runs)
-        t_py = median_time([sys.executable, "-I", "-S", "-c", "pass"], a.runs)
-        t_site = median_time([sys.executable, "-c", "pass"], a.runs)
-        t_std = median_time([sys.executable, "-I", "-S", "-c", "import dataclasses, pathlib, json"], a.runs)
+        lspci_cmd = [lspci, "-D", "-nn", "-A", "linux-sysfs", "-O", f"sysfs.path={root}/sys/bus/pci"]
+        med = alternating({
+            "kata": [kata, "--root", str(root), "list", "--json"],
+            "all": [kata, "--root", str(root), "list", "--all", "--json"],
+            "lspci": lspci_cmd,
+            "py": [sys.executable, "-I", "-S", "-c", "pass"],
+            "site": [sys.executable, "-c", "pass"],
+            "std": [sys.executable, "-I", "-S", "-c", "import pathlib, json"],
+        }, a.runs)
+        t_kata, t_all, t_lspci, t_py, t_site, t_std = (med[k] for k in ("kata", "all", "lspci", "py", "site", "std"))
         t_work, t_work_all = in_process(root, a.runs)
         print(f"tree: {total} functions ({counts['npu']} NPUs, {counts['bridge']} root ports, {counts['other']} others)")
         print(f"lspci -D -nn                 median {t_lspci * 1000:7.1f} ms")
@@ -104,12 +112,12 @@ def main() -> None:
         print(f"kata-npu list --all --json   median {t_all * 1000:7.1f} ms   ratio {t_all / t_lspci:.2f}x lspci")
         print(f"python3 -I -S -c pass        median {t_py * 1000:7.1f} ms   (interpreter floor)")
         print(f"python3 -c pass              median {t_site * 1000:7.1f} ms   (floor + site and its .pth files,"
-              " which every console script pays)")
+              " which pip's console scripts pay; the launcher does not)")
         print(f"stdlib the design imports    median {t_std * 1000:7.1f} ms   "
-              "(python3 -I -S -c 'import dataclasses, pathlib, json')")
+              "(python3 -I -S -c 'import pathlib, json')")
         print(f"work in-process, list        median {t_work * 1000:7.1f} ms   (scan + JSON, imports done)")
         print(f"work in-process, list --all  median {t_work_all * 1000:7.1f} ms")
-        print(f"script: {kata}")
+        print(f"script: {kata} (kata_npu.launcher for {sys.executable})")
 
 
 def in_process(root: Path, runs: int) -> tuple[float, float]:

@@ -2,8 +2,10 @@
 
 Not a test. Boots the real-kernel VM (tests/e2e/vm.py), loads e1000e and vfio-pci, then for 0000:01:00.0
 times, alternating the order of the tools every round:
-  kata-npu:     kata-npu bind ADDR / kata-npu unbind ADDR
+  kata-npu:     kata-npu bind ADDR / kata-npu unbind ADDR, started as install.sh installs it: kata-npu's
+                own launcher (python -IS; src/kata_npu/launcher.py), written for this interpreter
                 (plan, journal, lock, deadline unbind, probe, verify, wait for a stable /dev/vfio/N)
+  kata-npu@pip: the same through pip's console script (site and every .pth file run first)
   driverctl:    driverctl set-override ADDR vfio-pci / driverctl unset-override ADDR
                 (Debian's bash script; it saves overrides in /etc/driverctl.d, which the bench covers with
                 a tmpfs because the VM sees the host's / read-only; set/unset-override call neither
@@ -25,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +93,20 @@ def main() -> None:
     # the VM sees the host read-only: bytecode not compiled here would be compiled on every start there
     for src in [Path(__file__).resolve().parents[1] / "src"] + ([Path(a.baseline)] if a.baseline else []):
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(src)], check=False)
+    # kata-npu as install.sh installs it: our launcher (python -IS, the venv's import path written in);
+    # pip's console script (site and every .pth file first) is timed too, as kata-npu@pip
+    from kata_npu import launcher
+
+    cache = Path.home() / ".cache" / "kata-npu-bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    ldir = Path(tempfile.mkdtemp(prefix="launchers-", dir=cache))
+    launcher.write(str(ldir))
+    kn = str(ldir / "kata-npu")
+    tools = {"kata-npu": (f"{kn} bind {A}", f"{kn} unbind {A}"), "kata-npu@pip": TOOLS["kata-npu"],
+             **{k: v for k, v in TOOLS.items() if k != "kata-npu"}}
+    for name in [n for n in START if n.startswith("kata-npu ")]:
+        START[name] = START[name].replace("kata-npu", kn, 1)
+    START["kata-npu@pip status --json"] = "kata-npu status --json"
     t0 = time.monotonic()
     with boot_vm(Layout([1])) as vm:
         boot = time.monotonic() - t0
@@ -98,7 +115,6 @@ def main() -> None:
         vm.ok("mount -t tmpfs driverctl /etc/driverctl.d")
         check(vm, "e1000e", "boot")
         res: dict[str, list[float]] = {}
-        tools = dict(TOOLS)
         if a.baseline:
             pp = f"PYTHONPATH={a.baseline} "
             tools["kata-npu@base"] = (pp + TOOLS["kata-npu"][0], pp + TOOLS["kata-npu"][1])
@@ -130,6 +146,10 @@ def main() -> None:
         if a.baseline:
             print(f"kata-npu@base {op:6s} {med[f'kata-npu@base {op}'] / med[f'driverctl {op}']:5.2f}x driverctl  "
                   f"{med[f'kata-npu@base {op}'] / med[f'dpdk-devbind {op}']:5.2f}x dpdk-devbind.py")
+        if a.baseline:
+            print(f"kata-npu vs kata-npu@base {op:6s} {k / med[f'kata-npu@base {op}']:5.2f}x")
+        print(f"kata-npu@pip {op:6s} {med[f'kata-npu@pip {op}'] / med[f'driverctl {op}']:5.2f}x driverctl")
+    print(f"launcher: {kn}")
     if not a.no_start:
         floor = med["python3 -I -S -c pass"]
         for name in [n for n in START if n.startswith("kata-npu")]:

@@ -3,10 +3,11 @@ fast path (fastcli.py) both call these, so the two ways in cannot drift in what 
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-from typing import List, Optional
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 from . import output
 from .errors import BadAddressError, NoMatchError, PermissionDeniedError, UsageError
@@ -18,8 +19,6 @@ from .host.kernel import RealKernel, is_live_sysfs
 from .host.listing import list_rows
 from .host.paths import HostPaths, vfio_group_dev
 from .host.plan import Plan
-
-log = logging.getLogger("kata_npu")
 
 
 class Ctx:
@@ -50,7 +49,9 @@ class Ctx:
     def info(self, msg: str) -> None:
         if self.verbose:
             sys.stderr.write(f"kata-npu: {msg}\n")
-        log.info(msg)
+        logging = sys.modules.get("logging")  # only a program embedding us configures logging: not imported for it
+        if logging:
+            logging.getLogger("kata_npu").info(msg)
 
     def require_root(self, what: str) -> None:
         """Before any write: root on the real host; a live kernel under --root.

@@ -105,6 +105,61 @@ def test_bind_plan_imports_no_udev(fake_host):
     assert not _banned(mods, {"pyudev", "ctypes", "kata_npu.host.uevent"})
 
 
+# what bind/unbind/status need not pay for at start-up: logging (only an embedding program configures
+# it), dataclasses and its inspect/ast/dis chain (kata_npu.record instead), typing (annotations are strings),
+# signal (its enums; _signal has SIGKILL)
+NOT_ON_HOT_PATH = {"logging", "dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "traceback", "threading",
+                   "signal"}
+
+
+@pytest.mark.parametrize("argv", [["status", "--json"], ["bind", "-n", "--json", "0000:81:00.0"],
+                                  ["unbind", "-n", "--json", "0000:81:00.0"], ["list", "--json"],
+                                  ["list", "--all", "--json"]])
+def test_hot_commands_import_no_logging_dataclasses_or_typing(fake_host, argv):
+    rc, out, mods = imported(["--root", str(fake_host.root), *argv])
+    assert rc == 0 and out.strip(), (argv, rc, out)
+    assert not _banned(mods, NOT_ON_HOT_PATH), argv
+
+
+def test_a_real_bind_path_imports_no_socket_enums_and_no_dataclasses():
+    """What bind adds after the plan: the uevent waker (the C _socket module, not `socket`, whose enum
+    conversion cost 0.2 s under TCG) and the ctr line builder (records, not dataclasses)."""
+    code = ("import sys; from kata_npu.host import uevent; from kata_npu.kataconfig.runargs import ctr_run_line; "
+            "w = uevent.open_waker(); w and w.close(); "
+            "line = ctr_run_line(['/dev/vfio/7']); assert '/dev/vfio/7' in line; print(repr(sorted(sys.modules)))")
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    assert r.returncode == 0, r.stderr
+    mods = set(ast.literal_eval(r.stdout))
+    assert "kata_npu.host.uevent" in mods and "_socket" in mods
+    assert not _banned(mods, NOT_ON_HOT_PATH | {"socket"})
+
+
+def test_variant_module_reads_only_vfio_pci_lines(tmp_path):
+    """The str.find scan gives what the line-by-line scan gave: the most specific vfio_pci: alias."""
+    from kata_npu.host.vfio import _lines_containing
+
+    text = ("alias pci:v000019E5d0000D802sv*sd*bc*sc*i* drv_pcie_host\n"
+            "alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci\n"
+            "alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n"
+            "alias vfio_pci:v000015B3d*sv*sd*bc*sc*i* other_vfio_pci")  # no final newline
+    got = list(_lines_containing(text, "vfio_pci:"))
+    assert got == [line for line in text.splitlines() if "vfio_pci:" in line] and len(got) == 3
+    for real in Path("/lib/modules").glob("*/modules.alias"):  # the installed kernels' tables (Debian's 6.1)
+        text = real.read_text(errors="replace")
+        assert list(_lines_containing(text, "vfio_pci:")) == [x for x in text.splitlines() if "vfio_pci:" in x]
+
+
+def test_logging_still_reaches_a_program_that_configured_it(fake_host, caplog):
+    import logging
+
+    from kata_npu.actions import Ctx
+
+    with caplog.at_level(logging.INFO, logger="kata_npu"):
+        Ctx(str(fake_host.root), fake_host, False).info("step one")
+    assert "step one" in caplog.text
+
+
 def test_host_binding_modules_import_only_what_every_bind_uses():
     """subprocess/shutil only to modprobe, socket only for an up netdev or the uevent wait, no uuid, no pyudev."""
     import kata_npu

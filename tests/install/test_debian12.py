@@ -149,6 +149,12 @@ def test_readme_first_command_verbatim(debian12):
     link = debian12.root / STABLE_PATH.lstrip("/")
     assert os.readlink(link) == "/opt/kata-npu/venv/bin/kata-npu"  # absolute inside the chroot
     assert (debian12.root / "opt/kata-npu/venv/bin/kata-npu").is_file()
+    # kata-npu's own launchers over pip's scripts: no site, no .pth, no PYTHON* variables
+    for cmd in ("kata-npu", "kata-npu-hook"):
+        first = (debian12.root / f"opt/kata-npu/venv/bin/{cmd}").read_text().splitlines()[0]
+        assert first == "#!/opt/kata-npu/venv/bin/python -IS", (cmd, first)
+    r = debian12.sh("env -i PYTHONPATH=/nonexistent /usr/local/bin/kata-npu-hook prestart --help", login=False)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
 
 
 def test_systemd_accepts_a_unit_naming_the_installed_path(debian12):

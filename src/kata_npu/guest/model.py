@@ -6,71 +6,7 @@ can check the plan without root and the applier has no policy in it.
 
 from __future__ import annotations
 
-
-
-def field(default_factory):
-    """Marks a mutable default, like ``dataclasses.field(default_factory=...)``."""
-    return _Factory(default_factory)
-
-
-class _Factory:
-    __slots__ = ("make",)
-
-    def __init__(self, make):
-        self.make = make
-
-
-def dataclass(cls=None, frozen: bool = False):
-    """A minimal stand-in for ``dataclasses.dataclass`` (init, eq, repr, optional frozen).
-
-    ``dataclasses`` imports ``inspect`` (~6 ms per container start, measured with
-    ``-X importtime``); these records need only the basics.
-    """
-
-    def wrap(cls):
-        names = [n for n in cls.__dict__.get("__annotations__", {})]
-        defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
-        for n in defaults:
-            delattr(cls, n)
-
-        def __init__(self, *args, **kw):
-            if len(args) > len(names):
-                raise TypeError(f"{cls.__name__}: too many arguments")
-            values = dict(zip(names, args))
-            for k, v in kw.items():
-                if k not in names or k in values:
-                    raise TypeError(f"{cls.__name__}: bad argument {k!r}")
-                values[k] = v
-            for n in names:
-                if n not in values:
-                    if n not in defaults:
-                        raise TypeError(f"{cls.__name__}: missing {n!r}")
-                    d = defaults[n]
-                    values[n] = d.make() if isinstance(d, _Factory) else d
-                object.__setattr__(self, n, values[n])
-
-        def _key(self):
-            return tuple(getattr(self, n) for n in names)
-
-        def __eq__(self, other):
-            return type(other) is type(self) and _key(self) == _key(other)
-
-        def __repr__(self):
-            return f"{cls.__name__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
-
-        cls.__init__, cls.__eq__, cls.__repr__ = __init__, __eq__, __repr__
-        cls.__match_args__ = tuple(names)
-        if frozen:
-            def __setattr__(self, name, value):
-                raise AttributeError(f"{cls.__name__} is frozen")
-
-            cls.__setattr__ = __setattr__
-            cls.__hash__ = lambda self: hash(_key(self))
-        else:
-            cls.__hash__ = None
-        return cls
-
-    return wrap if cls is None else wrap(cls)
+from ..record import dataclass, field  # noqa: F401 - config.py takes them from here
 
 
 class HookError(Exception):

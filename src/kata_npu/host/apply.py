@@ -8,7 +8,7 @@ line and makes the result partial; the rest proceeds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 
 from ..errors import KataNpuError, RollbackFailedError
 from . import sysfs

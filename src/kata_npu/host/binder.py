@@ -19,10 +19,12 @@ group that fails is rolled back alone and named; the others go on.
 from __future__ import annotations
 
 import os
-import signal
+from _signal import SIGKILL  # the C module: `signal` builds its enums on import
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from ..record import dataclass, field
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable
 
 from ..errors import (
     BindFailedError,
@@ -98,10 +100,12 @@ class Outcome:
 
     def ctr_command(self) -> str | None:
         """The same line `kata-npu run-args` prints (one builder: kataconfig.runargs)."""
+        nodes = [g.vfio_node for g in self.groups if g.vfio_node]
+        if not nodes:
+            return None  # unbind: nothing to run, nothing to import
         from ..kataconfig.runargs import ctr_run_line
 
-        nodes = [g.vfio_node for g in self.groups if g.vfio_node]
-        return ctr_run_line(nodes) if nodes else None
+        return ctr_run_line(nodes)
 
     def to_json(self) -> dict:
         return {"ok": not (self.skipped or self.stuck), "op": self.op, "dry_run": False, "changed": self.changed, "recovered": self.recovered,
@@ -196,7 +200,7 @@ class Binder:
 
     def _crash_point(self, phase: str, index: int) -> None:
         if os.environ.get(CRASH_ENV) == f"{phase}:{index}":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), SIGKILL)
 
     def _deadline_write(self, path, data: str, seconds: float, what: str) -> None:
         try:

@@ -7,7 +7,7 @@ Shipped as ``kata_npu/data/devices.json``; users add entries in
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError

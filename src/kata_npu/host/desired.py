@@ -17,7 +17,7 @@ A selector names functions; kata-npu always binds their whole IOMMU groups.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
 
 from ..errors import BadAddressError, ConfigError

@@ -8,7 +8,7 @@ group number is never identity (it depends on probe order).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from ..record import asdict, dataclass
 from pathlib import Path
 
 PCI_EXT_CAP_ID_DSN = 0x0003

@@ -14,9 +14,11 @@ import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from ..record import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Iterator
 
 from ..errors import JournalError, LockTimeoutError, from_os_error
 from ..fileio import atomic_write
@@ -66,7 +68,7 @@ class FunctionRecord:
         return cls(**kw)
 
 
-_RECORD_FIELDS = tuple(f for f in FunctionRecord.__dataclass_fields__ if f != "identity")
+_RECORD_FIELDS = tuple(f for f in fields(FunctionRecord) if f != "identity")
 
 
 @dataclass

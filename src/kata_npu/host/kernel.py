@@ -10,11 +10,15 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
+from _signal import SIGKILL  # the C module: `signal` builds its enums on import
 import stat
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable, Protocol
+else:
+    Protocol = object
 
 from ..errors import VfioMissingError
 
@@ -116,7 +120,7 @@ def run_with_deadline(fn: Callable[[], None], seconds: float, what: str) -> None
         ready, _, _ = select.select([r], [], [], seconds)
         if not ready:
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, SIGKILL)
             except ProcessLookupError:
                 pass
             # Reap if it died; a child stuck in D state stays, and we go on.

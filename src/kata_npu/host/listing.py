@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..record import dataclass
 
 from .address import PciAddress
 from .catalogue import Catalogue, DeviceModel
@@ -63,11 +63,15 @@ def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = Fals
         if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators
         addr = PciAddress.parse(name)
-        ids = sysfs.read_ids(paths, addr)
-        model = catalogue.lookup(ids.vendor, ids.device, ids.class_code)
-        if model is None and not all_functions:
-            continue
-        f = sysfs.read_function(paths, addr, ids)
+        if all_functions:  # every function is read whole: its config header gives the IDs too
+            f = sysfs.read_function(paths, addr)
+            model = catalogue.lookup(f.vendor, f.device, f.class_code)
+        else:
+            ids = sysfs.read_ids(paths, addr)
+            model = catalogue.lookup(ids.vendor, ids.device, ids.class_code)
+            if model is None:
+                continue
+            f = sysfs.read_function(paths, addr, ids)
         rows.append(Row(f, model, vfio_node_for(paths, f), iommufd_node_for(paths, f)))
     return rows
 

@@ -14,7 +14,7 @@ named in the message for context, not added to the RAM figure.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from ..record import dataclass
 
 from .paths import HostPaths
 

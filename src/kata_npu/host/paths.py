@@ -7,7 +7,7 @@ host; only ``root`` differs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
 
 ROOT_ENV = "KATA_NPU_ROOT"

@@ -16,7 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
 
 from .catalogue import Catalogue

@@ -7,7 +7,7 @@ so a plan always covers whole groups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 
 from ..errors import InUseError, RefusedError
 from .address import PciAddress

@@ -9,7 +9,7 @@ others proceed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ..record import dataclass, field
 
 from ..errors import KataNpuError
 from . import sysfs

@@ -7,7 +7,8 @@ A waiter only needs to wake early; it checks the node itself. pyudev did the sam
 from __future__ import annotations
 
 import select
-import socket
+
+import _socket  # the C module: `socket` converts its constants to enums on import (0.2 s under TCG)
 
 NETLINK_KOBJECT_UEVENT = 15
 KERNEL_GROUP = 1  # the kernel's own uevents (devtmpfs has made the node)
@@ -18,8 +19,8 @@ class UeventWaker:
     """A netlink socket on the kernel and udev uevent groups; wait() returns early on any event."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK,
-                                  NETLINK_KOBJECT_UEVENT)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC | _socket.SOCK_NONBLOCK,
+                                   NETLINK_KOBJECT_UEVENT)
         try:
             self.sock.bind((0, KERNEL_GROUP | UDEV_GROUP))
         except OSError:

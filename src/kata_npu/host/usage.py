@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
-from typing import Iterable
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Iterable
 
 from .catalogue import Catalogue
 from .model import PciFunction

@@ -5,9 +5,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
-from dataclasses import dataclass
+from ..record import dataclass
 from pathlib import Path
-from typing import Callable
+TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable
 
 from ..errors import VfioMissingError
 from .address import PciAddress
@@ -32,7 +34,7 @@ def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
     if not modalias or not text:
         return None
     best: tuple[int, str] | None = None
-    for line in text.splitlines():
+    for line in _lines_containing(text, "vfio_pci:"):  # a few of modules.alias's ~30k lines
         parts = line.split()
         if len(parts) != 3 or parts[0] != "alias" or not parts[1].startswith("vfio_pci:"):
             continue
@@ -44,6 +46,19 @@ def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
             if best is None or score > best[0]:
                 best = (score, parts[2])
     return best[1] if best else None
+
+
+def _lines_containing(text: str, needle: str):
+    """The lines of ``text`` that contain ``needle``, found with str.find (C speed) rather than a
+    Python loop over every line: modules.alias is ~1 MB, and that loop cost 0.26 s per bind under TCG."""
+    i = text.find(needle)
+    while i != -1:
+        start = text.rfind("\n", 0, i) + 1
+        end = text.find("\n", i)
+        if end == -1:
+            end = len(text)
+        yield text[start:end]
+        i = text.find(needle, end)
 
 
 def driver_of_module(paths: HostPaths, module: str) -> str | None:

@@ -9,11 +9,14 @@ device. Imports only the standard library and schema: the binder uses it too.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
-from typing import Sequence
 
 from ..errors import ConfigError
+from ..record import dataclass  # bind prints a ctr line: no dataclasses/inspect import for it
 from .schema import DEFAULT_CONFIG_PATH
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Sequence
 
 KATA_RUNTIME = "io.containerd.kata.v2"
 DEFAULT_IMAGE = "docker.io/library/ubuntu:22.04"
