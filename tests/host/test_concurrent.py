@@ -5,6 +5,7 @@ alone, and a kill -9 at any moment recoverable from the one journal."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
@@ -148,6 +149,21 @@ def _child(k, args, env=None) -> int:
     return pid
 
 
+def _wait_for_orphan_writers(k) -> None:
+    """The fake kernel applies a write in a forked child that inherits the run's lock; a real kill only completes
+    once the kernel has finished the write. Wait, as the kernel would, until those writers are gone."""
+    end = time.monotonic() + 10
+    with open(k.root / "run/kata-npu/lock", "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                assert time.monotonic() < end, "a writer of the killed run still holds the lock"
+                time.sleep(0.01)
+
+
 def _journal_holds_everything_touched(k, addrs) -> None:
     """At the moment of the kill: parseable, and every function off its original state is named in it."""
     j = journal(k) or {"devices": {}}  # json.loads: a torn write would raise here
@@ -201,6 +217,7 @@ def test_kill_9_during_concurrent_unbind_is_completed_by_concurrent_recover(tmp_
     status = os.waitpid(_child(k, ["unbind", "--all", "-j", "2"], {"KATA_NPU_TEST_CRASH_AT": point}), 0)[1]
     assert os.WIFSIGNALED(status)
     assert journal(k)["transaction"]["op"] == "unbind"
+    _wait_for_orphan_writers(k)  # before the rendezvous fault, which an orphan writer would otherwise wait on
     k.reset_in_flight()
     k.inject("unbind_rendezvous", "*", 2)  # two workers, at most 7 groups done: at least 5 left to give back
     rc, out, err = cli(k, "recover", "--jobs", "4")
