@@ -9,10 +9,12 @@ so output stays the same as a serial run's for the same outcome.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # type-only: typing stays off the bind path (tests/host/test_imports.py)
+    from typing import Callable, Sequence, TypeVar
 
-T = TypeVar("T")
-R = TypeVar("R")
+    T = TypeVar("T")
+    R = TypeVar("R")
 
 # A node carries 8 or 16 NPUs: all of them at once. Threads cost little (the work is waiting on sysfs
 # writes); the kernel serialises unbinds only per device (device_lock), so independent groups overlap.
