@@ -21,6 +21,20 @@ def cli(k, *args: str, capsys=None) -> tuple[int, str, str]:
     return rc, out.getvalue(), err.getvalue()
 
 
+def spawn_cli(k, args, env=None) -> int:
+    """Fork and run the CLI in the child, as a separate process would (kill -9 tests); returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.environ.update(env or {})
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                rc = run(["--root", str(k.root), *args], kernel=k)
+        except BaseException:  # noqa: BLE001
+            rc = 99
+        os._exit(rc)
+    return pid
+
+
 def cli_json(k, capsys, *args: str) -> tuple[int, dict]:
     rc, out, err = cli(k, *args, "--json", capsys=capsys)
     return rc, json.loads(out) if out.strip() else {}

@@ -16,8 +16,7 @@ import time
 import pytest
 
 from fakekernel import standard_host
-from helpers import cli, journal, snapshot
-from kata_npu.cli import run
+from helpers import cli, journal, snapshot, spawn_cli
 
 HOST = "devdrv_device_driver"
 
@@ -136,19 +135,6 @@ def test_rollback_failure_in_one_group_is_exit_11_and_the_others_stay_bound(tmp_
     assert all(j["devices"][a]["phase"] == "bound" for a in npus(4) if a != bad)
 
 
-def _child(k, args, env=None) -> int:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.environ.update(env or {})
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                rc = run(["--root", str(k.root), *args], kernel=k)
-        except BaseException:  # noqa: BLE001
-            rc = 99
-        os._exit(rc)
-    return pid
-
-
 def _wait_for_orphan_writers(k) -> None:
     """The fake kernel applies a write in a forked child that inherits the run's lock; a real kill only completes
     once the kernel has finished the write. Wait, as the kernel would, until those writers are gone."""
@@ -179,7 +165,7 @@ def test_kill_9_at_a_crash_point_of_a_concurrent_bind_then_recover(tmp_path, poi
     addrs = npus(12)
     k = host(tmp_path, "h", 12)
     k.inject("unbind_latency", "*", 0.05)  # writers overlap when the kill comes
-    pid = _child(k, ["bind", "--jobs", "4", *addrs], {"KATA_NPU_TEST_CRASH_AT": point})
+    pid = spawn_cli(k, ["bind", "--jobs", "4", *addrs], {"KATA_NPU_TEST_CRASH_AT": point})
     status = os.waitpid(pid, 0)[1]
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     _journal_holds_everything_touched(k, addrs)
@@ -195,7 +181,7 @@ def test_kill_9_at_varied_moments_of_a_concurrent_bind_then_recover(tmp_path, de
     addrs = npus(12)
     k = host(tmp_path, "h", 12)
     k.inject("unbind_latency", "*", 0.05)
-    pid = _child(k, ["bind", "--jobs", "4", *addrs])
+    pid = spawn_cli(k, ["bind", "--jobs", "4", *addrs])
     time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -214,7 +200,7 @@ def test_kill_9_during_concurrent_unbind_is_completed_by_concurrent_recover(tmp_
     k = host(tmp_path, "h", 12)
     assert cli(k, "bind", *addrs)[0] == 0
     k.inject("unbind_latency", "*", 0.05)
-    status = os.waitpid(_child(k, ["unbind", "--all", "-j", "2"], {"KATA_NPU_TEST_CRASH_AT": point}), 0)[1]
+    status = os.waitpid(spawn_cli(k, ["unbind", "--all", "-j", "2"], {"KATA_NPU_TEST_CRASH_AT": point}), 0)[1]
     assert os.WIFSIGNALED(status)
     assert journal(k)["transaction"]["op"] == "unbind"
     _wait_for_orphan_writers(k)  # before the rendezvous fault, which an orphan writer would otherwise wait on

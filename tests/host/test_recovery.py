@@ -10,24 +10,15 @@ import signal
 import pytest
 
 from kata_npu.cli import run
-from helpers import cli, drivers, journal
+from helpers import cli, drivers, journal, spawn_cli
 from test_bind import shared_group
 
 A, B = "0000:01:00.0", "0000:01:00.1"
 
 
 def run_in_child(k, args, env=None) -> int:
-    """Fork, run the CLI in the child (as a separate process would), return its wait status."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.environ.update(env or {})
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                rc = run(["--root", str(k.root), *args], kernel=k)
-        except BaseException:  # noqa: BLE001
-            rc = 99
-        os._exit(rc)
-    return os.waitpid(pid, 0)[1]
+    """Run the CLI in a forked child; its wait status."""
+    return os.waitpid(spawn_cli(k, args, env), 0)[1]
 
 
 @pytest.mark.parametrize("point", [

@@ -128,15 +128,21 @@ def plan_apply(b: Binder, catalogue: Catalogue, desired: DesiredState) -> ApplyP
     return plan
 
 
-def _bind_groups(b: Binder, changes: list[GroupChange], done: list[int], failed: list[str]) -> None:
-    """Plan each group alone (a refusal is named, the others go on), then bind them together: groups
-    concurrently (Binder.jobs), each in its own unit of the one transaction, rolled back alone."""
+def _plan_each(changes: list[GroupChange], planner, failure: str) -> tuple[list, dict[int, str]]:
+    """Plan each group alone: the plans, and a named line for each group whose planning was refused."""
     plans, lines = [], {}
     for g in changes:
         try:
-            plans.append(b.plan_bind([PciAddress.parse(a) for a in g.addresses]))
+            plans.append(planner([PciAddress.parse(a) for a in g.addresses]))
         except KataNpuError as e:
-            lines[g.group] = f"IOMMU group {g.group} ({', '.join(g.addresses)}): not bound: {e}"
+            lines[g.group] = f"IOMMU group {g.group} ({', '.join(g.addresses)}): {failure}: {e}"
+    return plans, lines
+
+
+def _bind_groups(b: Binder, changes: list[GroupChange], done: list[int], failed: list[str]) -> None:
+    """Plan each group alone (a refusal is named, the others go on), then bind them together: groups
+    concurrently (Binder.jobs), each in its own unit of the one transaction, rolled back alone."""
+    plans, lines = _plan_each(changes, b.plan_bind, "not bound")
     if plans:
         by_group = {g.group: g for g in changes}
         try:
@@ -153,12 +159,7 @@ def _bind_groups(b: Binder, changes: list[GroupChange], done: list[int], failed:
 def _give_back_groups(b: Binder, changes: list[GroupChange], done: list[int], failed: list[str]) -> None:
     """Plan each group alone, give them back in one unbind (groups concurrently, Binder.jobs); a group
     with a function that did not come back is named with it."""
-    plans, lines = [], {}
-    for g in changes:
-        try:
-            plans.append(b.plan_unbind([PciAddress.parse(a) for a in g.addresses]))
-        except KataNpuError as e:
-            lines[g.group] = f"IOMMU group {g.group} ({', '.join(g.addresses)}): not given back: {e}"
+    plans, lines = _plan_each(changes, b.plan_unbind, "not given back")
     if plans:
         out = b.unbind(merge_plans(plans), raise_stuck=False)
         for g in changes:
