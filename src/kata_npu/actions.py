@@ -1,5 +1,10 @@
 """The work of `bind`, `unbind` and `status`, without typer: the typer commands (commands.py) and the
-fast path (fastcli.py) both call these, so the two ways in cannot drift in what they do or print."""
+fast path (fastcli.py) both call these, so the two ways in cannot drift in what they do or print.
+
+Each command imports what it uses inside its function: `status` reads the journal and sysfs only
+(no binder, plan, usage, vfio, catalogue), so it does not pay for the binding machinery at start-up
+(tests/host/test_imports.py holds each command to its module set).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,19 @@ TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings
 if TYPE_CHECKING:
     from typing import List, Optional
 
+    from .host.address import PciAddress
+    from .host.binder import Binder, Outcome
+    from .host.plan import Plan
+
 from . import output
 from .errors import BadAddressError, NoMatchError, PermissionDeniedError, UsageError
-from .host import sysfs
-from .host.address import PciAddress, parse_many
-from .host.binder import Binder, Outcome
-from .host.catalogue import load_catalogue
-from .host.kernel import RealKernel, is_live_sysfs
-from .host.listing import list_rows
 from .host.paths import HostPaths, vfio_group_dev
-from .host.plan import Plan
+
+
+def _is_live_sysfs(sys_dir) -> bool:
+    from .host.kernel import is_live_sysfs  # only write commands ask
+
+    return is_live_sysfs(sys_dir)
 
 
 class Ctx:
@@ -27,14 +35,25 @@ class Ctx:
     def __init__(self, root: Optional[str], kernel, verbose: bool):
         self.paths = HostPaths.checked(root)
         self.injected_kernel = kernel is not None  # tests: the FakeKernel emulates the tree's kernel
-        self.kernel = kernel or RealKernel()
+        self._kernel = kernel
         self.verbose = verbose
         self._catalogue = None
+
+    @property
+    def kernel(self):
+        """The injected kernel, else the real one (made on first use: reading commands never write)."""
+        if self._kernel is None:
+            from .host.kernel import RealKernel
+
+            self._kernel = RealKernel()
+        return self._kernel
 
     @property
     def catalogue(self):
         """Shipped table plus the user's devices.d; a broken user file is named and skipped."""
         if self._catalogue is None:
+            from .host.catalogue import load_catalogue
+
             self._catalogue = load_catalogue(self.paths)
             for p in self._catalogue.problems:
                 output.warn(p)
@@ -43,6 +62,9 @@ class Ctx:
     def binder(self, user_catalogue: bool = True, **kw) -> Binder:
         """``user_catalogue=False`` for what gives devices back (unbind, recover, status): those
         never read /etc/kata-npu/devices.d."""
+        from .host.binder import Binder
+        from .host.catalogue import load_catalogue
+
         cat = self.catalogue if user_catalogue else load_catalogue(None)
         return Binder(self.paths, self.kernel, cat, log=self.info, **kw)
 
@@ -63,14 +85,18 @@ class Ctx:
         if self.paths.is_real:
             if os.geteuid() != 0:
                 raise PermissionDeniedError(f"{what} writes to /sys and /var/lib/kata-npu: run as root")
-        elif not self.injected_kernel and not is_live_sysfs(self.paths.sys):
+        elif not self.injected_kernel and not _is_live_sysfs(self.paths.sys):
             raise UsageError(f"{what} refused: --root {self.paths.root} is a static tree ({self.paths.root}/sys is not "
                              "the running kernel's sysfs), so nothing would really change; use --dry-run to see the plan")
 
 
 def select_for_bind(c: Ctx, addresses: List[str], all_: bool, model: Optional[str]) -> list[PciAddress]:
+    from .host.address import parse_many
+
     chosen = parse_many(addresses)
     if all_ or model:
+        from .host.listing import list_rows
+
         rows = list_rows(c.paths, c.catalogue)
         if model:
             wanted = {m for m in c.catalogue.find_model(model)}
@@ -225,6 +251,9 @@ def bind_recorded(c: Ctx, dry_run: bool, as_json: bool, **kw) -> int:
 def unbind(c: Ctx, addresses: List[str], all_: bool = False, dry_run: bool = False, lock_timeout: float = 30.0,
            to_default: bool = False, as_json: bool = False, jobs: Optional[int] = None) -> None:
     """`kata-npu unbind`."""
+    from .host.address import parse_many
+    from .host.binder import Outcome
+
     b = c.binder(user_catalogue=False, lock_timeout=lock_timeout, jobs=check_jobs(jobs))
     chosen = parse_many(addresses or [])
     if all_:
@@ -254,9 +283,12 @@ def recover_first(b: Binder) -> str | None:
 
 
 def status(c: Ctx, as_json: bool = False) -> None:
-    """`kata-npu status`."""
-    b = c.binder(user_catalogue=False)
-    state = b.journal.load()
+    """`kata-npu status`: the journal and sysfs only (no binder, plan or catalogue)."""
+    from .host import sysfs
+    from .host.address import PciAddress
+    from .host.journal import Journal
+
+    state = Journal(c.paths).load()
     rows = []
     for addr, rec in sorted(state.devices.items()):
         a = PciAddress.parse(addr)

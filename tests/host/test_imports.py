@@ -105,6 +105,32 @@ def test_bind_plan_imports_no_udev(fake_host):
     assert not _banned(mods, {"pyudev", "ctypes", "kata_npu.host.uevent"})
 
 
+# the binding machinery: only bind/unbind (and recover, apply) import it
+BINDING = {"kata_npu.host.binder", "kata_npu.host.plan", "kata_npu.host.usage", "kata_npu.host.workers",
+           "kata_npu.host.vfio", "kata_npu.host.rebind", "kata_npu.host.kernel"}
+# per command, the kata-npu modules it must not import (what it does not use)
+NOT_IMPORTED_BY = {
+    "status": BINDING | {"kata_npu.host.catalogue", "kata_npu.host.listing"},
+    "list": BINDING | {"kata_npu.host.journal", "kata_npu.host.identity", "kata_npu.actions", "kata_npu.fileio"},
+    "bind": {"kata_npu.host.rebind", "kata_npu.host.listing", "kata_npu.host.uevent"},
+    "unbind": {"kata_npu.host.rebind", "kata_npu.host.listing", "kata_npu.host.uevent"},
+}
+
+
+@pytest.mark.parametrize("argv", [["status", "--json"], ["status"], ["list", "--json"], ["list", "--all", "--json"],
+                                  ["bind", "-n", "--json", "0000:81:00.0"], ["unbind", "-n", "--json", "0000:81:00.0"]])
+def test_each_command_imports_only_its_own_modules(fake_host, argv):
+    """With a device really bound (journal and /dev/vfio/N present), so status reads a record."""
+    from helpers import cli
+
+    assert cli(fake_host, "bind", "0000:81:00.0")[0] == 0
+    rc, out, mods = imported(["--root", str(fake_host.root), *argv])
+    assert rc == 0 and "0000:81:00.0" in out, (argv, rc, out)
+    assert not _banned(mods, NOT_IMPORTED_BY[argv[0]]), argv
+    if argv[0] == "status":
+        assert "kata_npu.host.journal" in mods and "kata_npu.host.sysfs" in mods
+
+
 # what bind/unbind/status need not pay for at start-up: logging (only an embedding program configures
 # it), dataclasses and its inspect/ast/dis chain (kata_npu.record instead), typing (annotations are strings),
 # signal (its enums; _signal has SIGKILL)
