@@ -44,9 +44,10 @@ def _wants_json(argv: list[str]) -> bool:
 
 def _fail(e: KataNpuError, argv: list[str]) -> int:
     if _wants_json(argv):
-        import json
+        from .jsonlite import dumps
 
-        sys.stdout.write(json.dumps({"ok": False, "error": e.kind, "exit_code": e.exit_code, "message": str(e)}) + "\n")
+        sys.stdout.write(dumps({"ok": False, "error": e.kind, "exit_code": e.exit_code, "message": str(e)},
+                               sort_keys=False) + "\n")
     sys.stderr.write(f"kata-npu: error: {e}\n")
     return e.exit_code
 

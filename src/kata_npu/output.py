@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import sys
 TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any, Iterable, Sequence
 
+from . import jsonlite
+
 
 def emit_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.write(jsonlite.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def emit_json_rows(rows: list) -> None:
-    """A JSON array, one object per line: greppable, diffable, and encoded by json's C
-    encoder (``indent`` forces the pure-Python one, 10x slower on a thousand functions)."""
-    body = ",\n".join("  " + json.dumps(r, default=str) for r in rows)
+    """A JSON array, one object per line: greppable, diffable, and encoded by the C encoder
+    (``indent`` forces a Python one, 10x slower on a thousand functions)."""
+    body = ",\n".join("  " + jsonlite.dumps(r, sort_keys=False, default=str) for r in rows)
     sys.stdout.write("[\n" + body + "\n]\n" if rows else "[]\n")
 
 

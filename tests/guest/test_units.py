@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kata_npu.guest import cdi, cgroup, config, discover, install, jsonlite
+from kata_npu import jsonlite
+from kata_npu.guest import cdi, cgroup, config, discover, install
 from kata_npu.guest import selection as select
 from kata_npu.guest.hook import main as hook_main
 from kata_npu.guest.inject import Root, make_node

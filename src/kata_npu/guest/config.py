@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from . import jsonlite
+from .. import jsonlite
 from .model import HookError, dataclass, field
 
 CONFIG_PATH = "/etc/kata-npu/hook.json"

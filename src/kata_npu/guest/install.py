@@ -77,7 +77,7 @@ def _pyc(source: bytes, shown_as: str) -> bytes:
             + importlib.util.source_hash(source) + marshal.dumps(code))
 
 
-SHARED_MODULES = ("pciaddr.py", "fileio.py", "record.py")  # kata_npu/<name>: lean, stdlib only, imported by the hook
+SHARED_MODULES = ("pciaddr.py", "fileio.py", "record.py", "jsonlite.py")  # kata_npu/<name>: lean, stdlib only, imported by the hook
 
 
 def _package(seen_as: str) -> list[File]:

@@ -10,7 +10,7 @@ import os
 import time
 
 from ..fileio import atomic_write
-from . import jsonlite
+from .. import jsonlite
 
 TAG = "kata-npu-hook"
 

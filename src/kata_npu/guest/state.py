@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from . import jsonlite
+from .. import jsonlite
 from .model import Container, HookError
 
 MAX_STATE = 64 * 1024

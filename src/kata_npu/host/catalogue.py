@@ -6,10 +6,10 @@ Shipped as ``kata_npu/data/devices.json``; users add entries in
 
 from __future__ import annotations
 
-import json
 from ..record import dataclass, field
 from pathlib import Path
 
+from .. import jsonlite
 from ..errors import ConfigError
 from .paths import HostPaths
 
@@ -141,7 +141,7 @@ def _read_doc(path: Path, shown: str | None = None) -> dict:
             import yaml  # only when a user file needs it
 
             return yaml.safe_load(text) or {}
-        return json.loads(text)
+        return jsonlite.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         raise ConfigError(f"{shown}: cannot parse device catalogue: {e}") from None
 
@@ -161,7 +161,7 @@ def load_catalogue(paths: HostPaths | None = None, extra: list[Path] | None = No
     (``strict``: raise instead): a typo there must not block the commands that give devices back.
     """
     families: dict[str, dict] = {}
-    builtin = json.loads((Path(__file__).resolve().parents[1] / "data" / "devices.json").read_text())
+    builtin = jsonlite.loads((Path(__file__).resolve().parents[1] / "data" / "devices.json").read_text())
     models = _entries(builtin, "builtin catalogue", families)
     files = (user_files(paths) if paths is not None else []) + list(extra or [])
     problems: list[str] = []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings
 if TYPE_CHECKING:
     from typing import Iterator
 
+from .. import jsonlite
 from ..errors import JournalError, LockTimeoutError, from_os_error
 from ..fileio import atomic_write
 from .identity import Identity
@@ -111,7 +111,7 @@ class Journal:
         except OSError as e:
             raise JournalError(f"cannot read journal {self.paths.strip(self.path)}: {e.strerror}") from None
         try:
-            doc = json.loads(text)
+            doc = jsonlite.loads(text)
             if not isinstance(doc, dict) or doc.get("version") not in (1, VERSION):
                 raise ValueError(f"unsupported version {doc.get('version') if isinstance(doc, dict) else '?'}")
             devices = doc.get("devices") or {}
@@ -135,8 +135,9 @@ class Journal:
 
     @staticmethod
     def dump(state: State) -> str:
-        """The journal's text for ``state`` (taken apart from write() so a snapshot can be taken under a lock)."""
-        return json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
+        """The journal's text for ``state`` (taken apart from write() so a snapshot can be taken under a lock):
+        what ``json.dumps(doc, indent=2, sort_keys=True)`` writes, so any JSON reader (older kata-npu too) reads it."""
+        return jsonlite.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
 
     def write(self, text: str) -> None:
         try:
