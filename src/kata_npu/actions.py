@@ -292,12 +292,12 @@ def status(c: Ctx, as_json: bool = False) -> None:
     rows = []
     for addr, rec in sorted(state.devices.items()):
         a = PciAddress.parse(addr)
-        present = sysfs.device_dir(c.paths, a).exists()
+        present = os.path.exists(sysfs.device_dir(c.paths, a))
         f = sysfs.read_function(c.paths, a) if present else None
         node = None
         if f and f.iommu_group is not None and f.on_vfio:
             p = sysfs.vfio_group_node(c.paths, f.iommu_group)
-            node = c.paths.strip(p) if p.exists() else None
+            node = c.paths.strip(p) if os.path.exists(p) else None
         ok = bool(f and f.on_vfio and node)
         rows.append({
             **rec.to_json(), "driver": f.driver if f else None,

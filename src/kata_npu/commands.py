@@ -172,12 +172,10 @@ def apply_cmd(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="IOMMU groups handled at once (default: min(groups, 16); 1: one after another)."),
 ) -> Optional[int]:
     """Bind what the desired-state file declares; leave as-declared groups untouched; exit 14 when partial."""
-    from pathlib import Path
-
     from .host import apply as applying, desired
 
     c: Ctx = ctx.obj
-    path = Path(file) if file else c.paths.config_dir / "node.yaml"
+    path = file or c.paths.config_dir + "/node.yaml"
     state = desired.load(path, file or c.paths.strip(path))
     b = c.binder(lock_timeout=lock_timeout, jobs=actions.check_jobs(jobs))
     if dry_run:
@@ -229,7 +227,8 @@ def _persist_render(c: Ctx, recorded: bool, exe: Optional[str]):
     from .host import desired, persist
 
     mode = "recorded" if recorded else "apply"
-    state = None if recorded else desired.load(c.paths.config_dir / "node.yaml", c.paths.strip(c.paths.config_dir / "node.yaml"))
+    node_yaml = c.paths.config_dir + "/node.yaml"
+    state = None if recorded else desired.load(node_yaml, c.paths.strip(node_yaml))
     path = persist.installed_exe(exe)
     return mode, path, persist.render(path, mode, state, c.catalogue)
 

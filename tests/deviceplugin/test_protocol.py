@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -203,4 +204,4 @@ def test_default_paths_follow_root(tmp_path):
     from kata_npu.host.paths import HostPaths
 
     assert default_dirs(HostPaths.from_root(str(tmp_path))) == (tmp_path / "var/lib/kubelet/device-plugins", tmp_path / "var/run/cdi")
-    assert default_dirs(HostPaths.from_root("/")) == (HostPaths().root / "var/lib/kubelet/device-plugins", HostPaths().root / "var/run/cdi")
+    assert default_dirs(HostPaths.from_root("/")) == (Path("/var/lib/kubelet/device-plugins"), Path("/var/run/cdi"))

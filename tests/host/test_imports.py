@@ -108,8 +108,11 @@ def test_bind_plan_imports_no_udev(fake_host):
 # the binding machinery: only bind/unbind (and recover, apply) import it
 BINDING = {"kata_npu.host.binder", "kata_npu.host.plan", "kata_npu.host.usage", "kata_npu.host.workers",
            "kata_npu.host.vfio", "kata_npu.host.rebind", "kata_npu.host.kernel"}
-# stdlib no start-up path needs: kata_npu.jsonlite (the C _json) instead of json, which pulls in re and enum
-NO_STDLIB = {"json"}
+# stdlib no start-up path needs: kata_npu.jsonlite (the C _json) instead of json, which pulls in re and enum;
+# string paths (host.paths) instead of pathlib (re, fnmatch, urllib.parse, ipaddress); usage.glob_match instead
+# of fnmatch; class context managers instead of contextlib (collections, functools)
+NO_STDLIB = {"json", "pathlib", "re", "fnmatch", "enum", "urllib", "ipaddress", "contextlib", "collections",
+             "functools"}
 # per command, the modules it must not import (what it does not use)
 NOT_IMPORTED_BY = {
     "status": NO_STDLIB | BINDING | {"kata_npu.host.catalogue", "kata_npu.host.listing"},
@@ -129,7 +132,8 @@ def test_each_command_imports_only_its_own_modules(fake_host, argv):
     assert cli(fake_host, "bind", "0000:81:00.0")[0] == 0
     rc, out, mods = imported(["--root", str(fake_host.root), *argv])
     assert rc == 0 and "0000:81:00.0" in out, (argv, rc, out)
-    assert not _banned(mods, NOT_IMPORTED_BY[argv[0]]), argv
+    banned = NOT_IMPORTED_BY[argv[0]] - (set() if "--json" in argv else NO_STDLIB)  # rich prints tables
+    assert not _banned(mods, banned), (argv, _banned(mods, banned))
     if argv[0] == "status":
         assert "kata_npu.host.journal" in mods and "kata_npu.host.sysfs" in mods
 
@@ -161,7 +165,16 @@ def test_a_real_bind_path_imports_no_socket_enums_and_no_dataclasses():
     assert r.returncode == 0, r.stderr
     mods = set(ast.literal_eval(r.stdout))
     assert "kata_npu.host.uevent" in mods and "_socket" in mods
-    assert not _banned(mods, NOT_ON_HOT_PATH | {"socket"})
+    assert not _banned(mods, NOT_ON_HOT_PATH | NO_STDLIB | {"socket", "shlex"})
+
+
+def test_ctr_line_quotes_as_shlex():
+    import shlex
+
+    from kata_npu.kataconfig.runargs import quote
+
+    for arg in ["", "a", "it's", "a b", "/dev/vfio/7", "é", 'x"y', "$HOME", "a;b", "-", "_@%+=:,./-", "\n", "''"]:
+        assert quote(arg) == shlex.quote(arg), arg
 
 
 def test_variant_module_reads_only_vfio_pci_lines(tmp_path):
@@ -177,6 +190,23 @@ def test_variant_module_reads_only_vfio_pci_lines(tmp_path):
     for real in Path("/lib/modules").glob("*/modules.alias"):  # the installed kernels' tables (Debian's 6.1)
         text = real.read_text(errors="replace")
         assert list(_lines_containing(text, "vfio_pci:")) == [x for x in text.splitlines() if "vfio_pci:" in x]
+
+
+def test_glob_match_is_fnmatchcase():
+    """usage.glob_match (no re) answers as fnmatch.fnmatchcase, on modules.alias patterns and node globs."""
+    import fnmatch
+    import itertools
+
+    from kata_npu.host.usage import glob_match
+
+    names = ["", "a", "ab", "ba", "aab", "a/b", "a\nb", "davinci0", "davinci_manager", "devmm_svm",
+             "pci:v000019E5d0000D802sv000019E5sd00000100bc12sc00i00"]
+    patterns = ["".join(p) for n in range(5) for p in itertools.product("ab*?", repeat=n)]
+    patterns += ["davinci*", "davinci?", "devmm_svm", "pci:v000019E5d0000D802sv*sd*bc*sc*i*", "pci:v*d*sv*sd*bc12sc*i*",
+                 "pci:v000015B3d*sv*sd*bc*sc*i*", "[ab]*", "davinci[0-9]"]
+    for name in names:
+        for pat in patterns:
+            assert glob_match(name, pat) == fnmatch.fnmatchcase(name, pat), (name, pat)
 
 
 def test_logging_still_reaches_a_program_that_configured_it(fake_host, caplog):

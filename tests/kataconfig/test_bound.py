@@ -4,6 +4,7 @@ runtimeclass and bind agree; the RuntimeClass passes kubernetes-validate (strict
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -74,7 +75,7 @@ def test_what_kata_npu_bound_counts_even_if_not_catalogued(host):
 
 
 def test_corrupt_journal_is_a_note_not_a_failure(host):
-    p = HostPaths(host.root).state_dir / "state.json"
+    p = Path(HostPaths(host.root).state_dir) / "state.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text("{not json")
     r = run(host, "config", "render", "--bound", "--arch", "x86_64", "--json-values")

@@ -36,7 +36,7 @@ class PluginConfig:
 
 def default_dirs(paths: HostPaths) -> tuple[Path, Path]:
     """(plugin dir, CDI dir) under --root, like every other default host path."""
-    return paths.var_lib / "kubelet/device-plugins", paths.root / "var/run/cdi"
+    return Path(paths.var_lib) / "kubelet/device-plugins", Path(paths.root) / "var/run/cdi"
 
 
 class Daemon:
@@ -118,9 +118,10 @@ class Daemon:
     def run(self) -> int:
         if self.cfg.metrics_bind:
             self.metrics.serve(self.cfg.metrics_bind)
-        watcher = self.watcher = Watcher([self.paths.vfio_dev, self.paths.vfio_dev / "devices", self.cfg.plugin_dir,
-                           self.paths.pci_drivers / "vfio-pci", self.paths.pci_devices, self.paths.iommu_groups],
-                          udev=self.paths.is_real)
+        ps = self.paths
+        watcher = self.watcher = Watcher([Path(ps.vfio_dev), Path(ps.vfio_dev, "devices"), self.cfg.plugin_dir,
+                                          Path(ps.pci_drivers, "vfio-pci"), Path(ps.pci_devices), Path(ps.iommu_groups)],
+                                         udev=ps.is_real)
         self._say(f"watching with {'+'.join(watcher.kinds)}; plugin dir {self.cfg.plugin_dir}, CDI dir {self.cfg.cdi_dir}")
         try:
             self.refresh()

@@ -110,7 +110,7 @@ def scan(paths: HostPaths, catalogue: Catalogue, prefix: str, models: frozenset[
             reasons.append(f"{paths.strip(node)} is not a character device")
         iommufd = []
         for e in eps:
-            if e.vfio_dev and (paths.vfio_dev / "devices" / e.vfio_dev).exists():
+            if e.vfio_dev and os.path.exists(f"{paths.vfio_dev}/devices/{e.vfio_dev}"):
                 iommufd.append(vfio_cdev(e.vfio_dev))
         numas = sorted({e.numa_node for e in eps if e.numa_node is not None})
         dev_id = str(n)

@@ -8,6 +8,8 @@ line and makes the result partial; the rest proceeds.
 
 from __future__ import annotations
 
+import os
+
 from ..record import dataclass, field
 
 from ..errors import KataNpuError, RollbackFailedError
@@ -79,7 +81,7 @@ def plan_apply(b: Binder, catalogue: Catalogue, desired: DesiredState) -> ApplyP
     serials: dict[str, str | None] = {}
     if need_serial:
         for f in functions:
-            ident = read_identity(b.paths.pci_devices / str(f.address))
+            ident = read_identity(f"{b.paths.pci_devices}/{f.address}")
             serials[str(f.address)] = ident.serial if ident else None
     records = b.journal.load().devices
     wanted: dict[str, PciFunction] = {}
@@ -87,7 +89,7 @@ def plan_apply(b: Binder, catalogue: Catalogue, desired: DesiredState) -> ApplyP
         found = [f for f in functions if _matches(e, f, catalogue, serials.get(str(f.address)))]
         if e.address is not None and found:  # an address names a place: check the card is still the recorded one
             rec = records.get(str(e.address))
-            now = read_identity(b.paths.pci_devices / str(e.address))
+            now = read_identity(f"{b.paths.pci_devices}/{e.address}")
             if rec and rec.identity and now and rec.identity.differences(now):
                 plan.shortfalls.append(f"{desired.source}:{e.line}: {e.describe()}: left alone: found {now.describe()}, "
                                        f"recorded {rec.identity.describe()}")
@@ -118,7 +120,7 @@ def plan_apply(b: Binder, catalogue: Catalogue, desired: DesiredState) -> ApplyP
     for a, rec in sorted(records.items()):
         if rec.stuck:
             continue
-        n = sysfs.group_number(b.paths, PciAddress.parse(a)) if (b.paths.pci_devices / a).exists() else None
+        n = sysfs.group_number(b.paths, PciAddress.parse(a)) if os.path.exists(f"{b.paths.pci_devices}/{a}") else None
         if n is None or n in by_group:
             continue
         undeclared.setdefault(n, []).append(a)

@@ -192,11 +192,11 @@ class Binder:
         return sorted(PciAddress.parse(a) for a in self.journal.load().devices)
 
     # ---------------------------------------------------------------- primitives
-    def _dev(self, addr: str):
-        return self.paths.pci_devices / addr
+    def _dev(self, addr: str) -> str:
+        return f"{self.paths.pci_devices}/{addr}"
 
     def _driver(self, addr: str) -> str | None:
-        return sysfs._link_name(self._dev(addr) / "driver")
+        return sysfs._link_name(self._dev(addr) + "/driver")
 
     def _crash_point(self, phase: str, index: int) -> None:
         if os.environ.get(CRASH_ENV) == f"{phase}:{index}":
@@ -232,7 +232,7 @@ class Binder:
             if held:
                 raise StepError(f"{addr} is in use: " + "; ".join(
                     f"{node} held open by pid {pid} ({cmd})" for pid, cmd, node in held))
-        self._deadline_write(self.paths.pci_drivers / cur / "unbind", addr, self.unbind_timeout,
+        self._deadline_write(f"{self.paths.pci_drivers}/{cur}/unbind", addr, self.unbind_timeout,
                              f"unbind {addr} from {cur}")
 
     def _probe(self, addr: str) -> None:
@@ -241,7 +241,7 @@ class Binder:
     # ---------------------------------------------------------------- bind one / restore one
     def _bind_one(self, tf: FunctionRecord, state: State, index: int) -> None:
         addr = tf.address
-        self._write(self._dev(addr) / "driver_override", tf.vfio_driver, f"write driver_override of {addr}")
+        self._write(self._dev(addr) + "/driver_override", tf.vfio_driver, f"write driver_override of {addr}")
         self._advance(tf, "override", state, index)
         cur = self._driver(addr)
         if cur and cur != tf.vfio_driver:
@@ -264,7 +264,7 @@ class Binder:
         self._crash_point(phase, index)
 
     def _set_override(self, addr: str, value: str | None) -> None:
-        self._write(self._dev(addr) / "driver_override", value or "\n", f"write driver_override of {addr}")
+        self._write(self._dev(addr) + "/driver_override", value or "\n", f"write driver_override of {addr}")
 
     def restore_one(self, tf: FunctionRecord) -> str | None:
         """Bring one function back to its recorded driver and driver_override. Idempotent.
@@ -275,7 +275,7 @@ class Binder:
         the function to its id-matched driver instead. The recorded override is written last.
         """
         addr = tf.address
-        if not self._dev(addr).exists():
+        if not os.path.exists(self._dev(addr)):
             raise StepError(f"{addr} disappeared from sysfs (hot-removed?)")
         want = tf.original_driver
         cur = self._driver(addr)
@@ -286,7 +286,7 @@ class Binder:
             if tf.kernel_default and self._driver(addr) is None:
                 self._probe(addr)
             return self._driver(addr)  # kernel default: whatever the kernel picked
-        if not (self.paths.pci_drivers / want).is_dir():
+        if not os.path.isdir(f"{self.paths.pci_drivers}/{want}"):
             module = tf.original_module or want.replace("-", "_")
             try:
                 self.kernel.load_module(module)
@@ -297,7 +297,7 @@ class Binder:
             if cur is not None:
                 self._unbind_current(addr, cur)
             try:
-                self._deadline_write(self.paths.pci_drivers / want / "bind", addr, self.probe_timeout,
+                self._deadline_write(f"{self.paths.pci_drivers}/{want}/bind", addr, self.probe_timeout,
                                      f"bind {addr} to {want}")
             except StepError:
                 if self._driver(addr) is None:
@@ -312,7 +312,7 @@ class Binder:
     def _safe_state(self, tf: FunctionRecord) -> str | None:
         """After a failed restore: never leave a function driverless. Its default driver, else vfio-pci."""
         addr = tf.address
-        if not self._dev(addr).exists():
+        if not os.path.exists(self._dev(addr)):
             return None
         cur = self._driver(addr)
         if cur is not None:
@@ -373,7 +373,7 @@ class Binder:
         units: dict[object, list[FunctionRecord]] = {}
         for tf in functions:
             n = None
-            if self._dev(tf.address).exists():
+            if os.path.exists(self._dev(tf.address)):
                 n = sysfs.group_number(self.paths, PciAddress.parse(tf.address))
             units.setdefault(n if n is not None else tf.address, []).append(tf)
         return list(units.values())
@@ -439,7 +439,7 @@ class Binder:
                    if m.vfio_dev and self.kernel.is_char_device(self.paths.vfio_cdev_node(m.vfio_dev))]
         state = self.journal.load()
         fns = [function_view(str(m.address), m.driver, state.devices.get(str(m.address))) for m in g.endpoints]
-        on = g.all_endpoints_on_vfio and node.exists()
+        on = g.all_endpoints_on_vfio and os.path.exists(node)
         return GroupResult(number, self.paths.strip(node) if on else None, iommufd if on else [], fns)
 
     def bind(self, plan: Plan) -> Outcome:
@@ -636,6 +636,6 @@ def stuck_summary(stuck: list[FunctionRecord]) -> str:
 def _module_of(paths: HostPaths, driver: str | None) -> str | None:
     if not driver:
         return None
-    name = sysfs._link_name(paths.pci_drivers / driver / "module")
+    name = sysfs._link_name(f"{paths.pci_drivers}/{driver}/module")
     return name
 

@@ -6,8 +6,9 @@ Shipped as ``kata_npu/data/devices.json``; users add entries in
 
 from __future__ import annotations
 
+import os
+
 from ..record import dataclass, field
-from pathlib import Path
 
 from .. import jsonlite
 from ..errors import ConfigError
@@ -130,14 +131,19 @@ def _entries(doc: dict, src: str, families: dict[str, dict]) -> list[DeviceModel
     return out
 
 
-def _read_doc(path: Path, shown: str | None = None) -> dict:
-    shown = shown or str(path)
+_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def _read_doc(path: str | os.PathLike[str], shown: str | None = None) -> dict:
+    path = os.fspath(path)
+    shown = shown or path
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{shown}: cannot read device catalogue: {getattr(e, 'strerror', None) or e}") from None
     try:
-        if path.suffix in (".yaml", ".yml"):
+        if path.endswith((".yaml", ".yml")):
             import yaml  # only when a user file needs it
 
             return yaml.safe_load(text) or {}
@@ -146,22 +152,25 @@ def _read_doc(path: Path, shown: str | None = None) -> dict:
         raise ConfigError(f"{shown}: cannot parse device catalogue: {e}") from None
 
 
-def user_files(paths: HostPaths) -> list[Path]:
-    d = paths.config_dir / "devices.d"
+def user_files(paths: HostPaths) -> list[str]:
+    d = paths.config_dir + "/devices.d"
     try:
-        return sorted(p for p in d.iterdir() if p.suffix in (".json", ".yaml", ".yml"))
+        return sorted(f"{d}/{n}" for n in os.listdir(d) if os.path.splitext(n)[1] in _SUFFIXES)
     except OSError:
         return []
 
 
-def load_catalogue(paths: HostPaths | None = None, extra: list[Path] | None = None, strict: bool = False) -> Catalogue:
+def load_catalogue(paths: HostPaths | None = None, extra: list[str | os.PathLike[str]] | None = None,
+                   strict: bool = False) -> Catalogue:
     """The shipped table, then the user's files (``paths``: /etc/kata-npu/devices.d; ``extra``).
 
     A user file that does not parse or validate is skipped whole and named in ``problems``
     (``strict``: raise instead): a typo there must not block the commands that give devices back.
     """
     families: dict[str, dict] = {}
-    builtin = jsonlite.loads((Path(__file__).resolve().parents[1] / "data" / "devices.json").read_text())
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data", "devices.json"),
+              encoding="utf-8") as f:
+        builtin = jsonlite.loads(f.read())
     models = _entries(builtin, "builtin catalogue", families)
     files = (user_files(paths) if paths is not None else []) + list(extra or [])
     problems: list[str] = []

@@ -16,9 +16,10 @@ A selector names functions; kata-npu always binds their whole IOMMU groups.
 
 from __future__ import annotations
 
+import os
 import re
+
 from ..record import dataclass
-from pathlib import Path
 
 from ..errors import BadAddressError, ConfigError
 from .address import PciAddress
@@ -168,9 +169,10 @@ def parse(text: str, src: str) -> DesiredState:
     return DesiredState(src, tuple(_entry(src, n) for n in devices.value))
 
 
-def load(path: Path, shown: str) -> DesiredState:
+def load(path: str | os.PathLike[str], shown: str) -> DesiredState:
     try:
-        text = path.read_text()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{shown}: no such desired-state file (see docs/host-binder.md, 'Desired state')") from None
     except (OSError, UnicodeDecodeError) as e:

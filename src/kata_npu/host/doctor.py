@@ -54,18 +54,18 @@ def _listdir(path: Path) -> list[str]:
 def cmdline_params(paths: HostPaths) -> dict[str, list[str]]:
     """``/proc/cmdline`` as {key: [values...]} (a bare flag has value "")."""
     out: dict[str, list[str]] = {}
-    for tok in (_read(paths.proc / "cmdline") or "").split():
+    for tok in (_read(Path(paths.proc) / "cmdline") or "").split():
         k, _, v = tok.partition("=")
         out.setdefault(k, []).append(v)
     return out
 
 
 def kernel_release(paths: HostPaths) -> str:
-    return _read(paths.proc / "sys/kernel/osrelease") or os.uname().release
+    return _read(Path(paths.proc) / "sys/kernel/osrelease") or os.uname().release
 
 
 def cpu_vendor(paths: HostPaths) -> str | None:
-    text = _read(paths.proc / "cpuinfo") or ""
+    text = _read(Path(paths.proc) / "cpuinfo") or ""
     for line in text.splitlines():
         if line.startswith("vendor_id"):
             v = line.split(":", 1)[1].strip()
@@ -76,12 +76,12 @@ def cpu_vendor(paths: HostPaths) -> str | None:
 
 
 def _iommu_units(paths: HostPaths) -> list[str]:
-    return _listdir(paths.sys / "class/iommu")
+    return _listdir(Path(paths.sys) / "class/iommu")
 
 
 def acpi_iommu_tables(paths: HostPaths) -> list[str]:
     """Which IOMMU the firmware describes: DMAR (Intel VT-d), IVRS (AMD-Vi), IORT (Arm SMMU)."""
-    return [t for t in ("DMAR", "IVRS", "IORT") if (paths.sys / "firmware/acpi/tables" / t).exists()]
+    return [t for t in ("DMAR", "IVRS", "IORT") if (Path(paths.sys) / "firmware/acpi/tables" / t).exists()]
 
 
 def _enable_remedy(paths: HostPaths) -> str:
@@ -139,7 +139,7 @@ def _intel_ir(paths: HostPaths) -> tuple[list[str], list[str]]:
     """(units with IR capability, units without) from VT-d ecap registers."""
     yes, no = [], []
     for u in _iommu_units(paths):
-        ecap = _read(paths.sys / "class/iommu" / u / "intel-iommu/ecap")
+        ecap = _read(Path(paths.sys) / "class/iommu" / u / "intel-iommu/ecap")
         if ecap is None:
             continue
         try:
@@ -152,14 +152,14 @@ def _intel_ir(paths: HostPaths) -> tuple[list[str], list[str]]:
 def _ir_interrupts(paths: HostPaths) -> int:
     """How many /proc/interrupts lines go through interrupt remapping (chip name "IR-...")."""
     n = 0
-    for line in (_read(paths.proc / "interrupts") or "").splitlines():
+    for line in (_read(Path(paths.proc) / "interrupts") or "").splitlines():
         if " IR-" in line or "\tIR-" in line:
             n += 1
     return n
 
 
 def check_interrupt_remapping(paths: HostPaths) -> Check:
-    unsafe = _read(paths.sys / "module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
+    unsafe = _read(Path(paths.sys) / "module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")
     unsafe_on = unsafe in ("Y", "1")
     ir_yes, ir_no = _intel_ir(paths)
     ir_irqs = _ir_interrupts(paths)
@@ -194,7 +194,7 @@ def check_interrupt_remapping(paths: HostPaths) -> Check:
 
 def _module_index(paths: HostPaths, release: str) -> tuple[set[str], set[str]]:
     """(builtin, loadable) module names (normalised to underscores) from modules.builtin / modules.dep."""
-    mdir = paths.modules_dir(release)
+    mdir = Path(paths.modules_dir(release))
 
     def names(text: str | None) -> set[str]:
         out = set()
@@ -219,13 +219,13 @@ def module_state(paths: HostPaths, name: str, release: str | None = None) -> str
     n = name.replace("-", "_")
     if n in builtin:
         return "builtin"
-    if (paths.sys / "module" / n / "initstate").exists() or (paths.sys / "module" / n / "refcnt").exists():
+    if (Path(paths.sys) / "module" / n / "initstate").exists() or (Path(paths.sys) / "module" / n / "refcnt").exists():
         return "loaded"
-    if (paths.sys / "module" / n).is_dir() and n not in loadable:
+    if (Path(paths.sys) / "module" / n).is_dir() and n not in loadable:
         return "builtin"  # built-in modules with parameters have /sys/module/X without initstate
     if n in loadable:
         return "loadable"
-    mdir = paths.modules_dir(release)
+    mdir = Path(paths.modules_dir(release))
     if not (mdir / "modules.dep").exists() and not (mdir / "modules.builtin").exists():
         return "unknown"  # no module index for the running kernel: cannot tell
     return "missing"
@@ -234,8 +234,8 @@ def module_state(paths: HostPaths, name: str, release: str | None = None) -> str
 def check_vfio_modules(paths: HostPaths) -> Check:
     release = kernel_release(paths)
     states = {m: module_state(paths, m, release) for m in VFIO_MODULES}
-    driver = (paths.pci_drivers / "vfio-pci").is_dir()
-    container = (paths.vfio_dev / "vfio").exists()
+    driver = (Path(paths.pci_drivers) / "vfio-pci").is_dir()
+    container = (Path(paths.vfio_dev) / "vfio").exists()
     details = {"kernel": release, "modules": states, "vfio_pci_driver_registered": driver, "dev_vfio_vfio": container}
     missing = [m for m, s in states.items() if s == "missing"]
     if missing:
@@ -259,10 +259,10 @@ def check_vfio_modules(paths: HostPaths) -> Check:
 
 def check_iommufd(paths: HostPaths) -> Check:
     state = module_state(paths, "iommufd")
-    dev_iommu = (paths.dev / "iommu").exists()
-    cdevs = _listdir(paths.vfio_dev / "devices")
+    dev_iommu = (Path(paths.dev) / "iommu").exists()
+    cdevs = _listdir(Path(paths.vfio_dev) / "devices")
     details = {"iommufd_module": state, "dev_iommu": dev_iommu, "vfio_device_cdevs": cdevs}
-    if dev_iommu and (paths.vfio_dev / "devices").is_dir():
+    if dev_iommu and (Path(paths.vfio_dev) / "devices").is_dir():
         return Check("iommufd", PASS, f"iommufd available (/dev/iommu, {len(cdevs)} cdevs in /dev/vfio/devices)",
                      "", details)
     return Check("iommufd", PASS,
@@ -352,7 +352,7 @@ def check_bar_sizes(paths: HostPaths, catalogue: Catalogue | None = None) -> Che
 def _find_binary(paths: HostPaths, name: str) -> str | None:
     dirs = [d.lstrip("/") for d in os.environ.get("PATH", "").split(":") if d] + list(EXTRA_BIN_DIRS)
     for d in dict.fromkeys(dirs):
-        p = paths.root / d / name
+        p = Path(paths.root) / d / name
         if p.is_file() and os.access(p, os.X_OK):
             return paths.strip(p)
     return None
@@ -381,7 +381,7 @@ def check_guest_memory(paths: HostPaths, catalogue: Catalogue | None = None) -> 
     from ..kataconfig.values import guest_memory_mib
     from .memfit import backend_of, memory_fit, read_host_memory
 
-    conf = paths.root / KATA_NPU_CONFIG
+    conf = Path(paths.root) / KATA_NPU_CONFIG
     rows = _accelerators(paths, catalogue)
     mmio = sum(b.size for r in rows for b in r.function.bars if not b.is_io and b.is_64bit)
     try:

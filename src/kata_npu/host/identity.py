@@ -8,8 +8,9 @@ group number is never identity (it depends on probe order).
 
 from __future__ import annotations
 
+import os
+
 from ..record import asdict, dataclass
-from pathlib import Path
 
 PCI_EXT_CAP_ID_DSN = 0x0003
 EXT_CAP_START = 0x100
@@ -69,24 +70,26 @@ def dsn_from_config(config: bytes) -> str | None:
     return None
 
 
-def _hex(path: Path, width: int) -> str | None:
+def _hex(path: str, width: int) -> str | None:
     try:
-        return f"{int(path.read_text().strip(), 16):0{width}x}"
+        with open(path) as f:
+            return f"{int(f.read().strip(), 16):0{width}x}"
     except (OSError, ValueError):
         return None
 
 
-def read_identity(device_dir: Path) -> Identity | None:
+def read_identity(device_dir: str | os.PathLike[str]) -> Identity | None:
     """Identity of the function in ``device_dir`` (sysfs), or None when it is gone."""
-    vendor = _hex(device_dir / "vendor", 4)
-    device = _hex(device_dir / "device", 4)
-    klass = _hex(device_dir / "class", 6)
+    d = os.fspath(device_dir)
+    vendor = _hex(d + "/vendor", 4)
+    device = _hex(d + "/device", 4)
+    klass = _hex(d + "/class", 6)
     if vendor is None or device is None or klass is None:
         return None
     try:
-        with open(device_dir / "config", "rb") as f:
+        with open(d + "/config", "rb") as f:
             config = f.read(CONFIG_SPACE_EXT)
     except OSError:
         config = b""
-    return Identity(vendor, device, _hex(device_dir / "subsystem_vendor", 4), _hex(device_dir / "subsystem_device", 4),
+    return Identity(vendor, device, _hex(d + "/subsystem_vendor", 4), _hex(d + "/subsystem_device", 4),
                     klass, dsn_from_config(config))

@@ -9,15 +9,10 @@ fsync of the directory.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
-from contextlib import contextmanager
+
 from ..record import dataclass, field, fields
-from pathlib import Path
-TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
-if TYPE_CHECKING:
-    from typing import Iterator
 
 from .. import jsonlite
 from ..errors import JournalError, LockTimeoutError, from_os_error
@@ -101,11 +96,12 @@ class State:
 class Journal:
     def __init__(self, paths: HostPaths):
         self.paths = paths
-        self.path = paths.state_dir / "state.json"
+        self.path = paths.state_dir + "/state.json"
 
     def load(self) -> State:
         try:
-            text = self.path.read_text()
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
         except FileNotFoundError:
             return State()
         except OSError as e:
@@ -150,32 +146,46 @@ class Journal:
         return Transaction(os.urandom(6).hex(), op, os.getpid(), time.time(), functions)
 
 
-@contextmanager
-def host_lock(paths: HostPaths, timeout: float = 30.0) -> Iterator[None]:
-    """Serialise every state-changing run on this host (flock: released if we die)."""
-    lock_path = paths.run_dir / "lock"
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise from_os_error(e, "open lock") from None
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    raise LockTimeoutError(
-                        f"another kata-npu run (pid {holder}) holds {paths.strip(lock_path)}; waited {timeout:g}s"
-                    ) from None
-                time.sleep(0.05)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
+class host_lock:
+    """``with host_lock(paths, timeout):`` serialises every state-changing run on this host (flock:
+    released if we die). A class rather than @contextmanager: contextlib, with the collections and
+    functools it imports, would be on `status`'s start-up path for a lock it never takes."""
+
+    def __init__(self, paths: HostPaths, timeout: float = 30.0):
+        self.paths, self.timeout, self.fd = paths, timeout, -1
+
+    def __enter__(self) -> None:
+        import fcntl  # only runs that change state take the lock
+
+        paths, timeout = self.paths, self.timeout
+        lock_path = paths.run_dir + "/lock"
+        try:
+            os.makedirs(paths.run_dir, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise from_os_error(e, "open lock") from None
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                        raise LockTimeoutError(
+                            f"another kata-npu run (pid {holder}) holds {paths.strip(lock_path)}; waited {timeout:g}s"
+                        ) from None
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def __exit__(self, *exc) -> None:
+        fd, self.fd = self.fd, -1
         os.close(fd)

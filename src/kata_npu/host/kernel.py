@@ -13,7 +13,6 @@ import select
 from _signal import SIGKILL  # the C module: `signal` builds its enums on import
 import stat
 import time
-from pathlib import Path
 TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
 if TYPE_CHECKING:
     from typing import Callable, Protocol
@@ -23,7 +22,7 @@ else:
 from ..errors import VfioMissingError
 
 
-def is_char_device(path: Path | str) -> bool:
+def is_char_device(path: str) -> bool:
     """The real check: a character special file (what /dev/vfio/N must be before we hand it out)."""
     try:
         return stat.S_ISCHR(os.stat(path).st_mode)
@@ -32,17 +31,17 @@ def is_char_device(path: Path | str) -> bool:
 
 
 class Kernel(Protocol):
-    def write(self, path: Path, data: str) -> None: ...
+    def write(self, path: str, data: str) -> None: ...
 
     def load_module(self, name: str) -> None: ...
 
-    def is_char_device(self, path: Path | str) -> bool:
+    def is_char_device(self, path: str) -> bool:
         """The one place a device node is recognised: the test kernel's nodes are plain files
         (no mknod, so the unit tests run unprivileged); the real kernel's check stays S_ISCHR."""
         ...
 
 
-def write_attr(path: Path | str, data: str) -> None:
+def write_attr(path: str, data: str) -> None:
     """The one sysfs-attribute writer: one write(2), as the kernel expects.
 
     O_TRUNC is a no-op on sysfs and makes a plain file hold exactly ``data`` (without it,
@@ -55,7 +54,7 @@ def write_attr(path: Path | str, data: str) -> None:
         os.close(fd)
 
 
-def is_live_sysfs(sys_dir: Path | str) -> bool:
+def is_live_sysfs(sys_dir: str) -> bool:
     """Is ``sys_dir`` the running kernel's sysfs (e.g. /sys bind-mounted into a chroot)?
     A copied or generated tree is not: writing its files would change nothing real."""
     try:

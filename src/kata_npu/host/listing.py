@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..record import dataclass
 
 from .address import PciAddress
@@ -44,7 +46,7 @@ def vfio_node_for(paths: HostPaths, f: PciFunction) -> str | None:
     if f.iommu_group is None or not f.on_vfio:
         return None
     node = sysfs.vfio_group_node(paths, f.iommu_group)
-    return paths.strip(node) if node.exists() else None
+    return paths.strip(node) if os.path.exists(node) else None
 
 
 def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
@@ -52,7 +54,7 @@ def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
     if not f.vfio_dev:
         return None
     node = paths.vfio_cdev_node(f.vfio_dev)
-    return paths.strip(node) if node.exists() else None
+    return paths.strip(node) if os.path.exists(node) else None
 
 
 def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False) -> list[Row]:

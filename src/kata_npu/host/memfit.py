@@ -43,7 +43,8 @@ class Fit:
 def _meminfo(paths: HostPaths) -> dict[str, int]:
     out: dict[str, int] = {}
     try:
-        text = (paths.proc / "meminfo").read_text()
+        with open(paths.proc + "/meminfo") as f:
+            text = f.read()
     except OSError:
         return out
     for line in text.splitlines():
@@ -59,7 +60,7 @@ def read_host_memory(paths: HostPaths, backend: str = SHM) -> HostMemory:
     mi = _meminfo(paths)
     size = free = None
     try:
-        st = os.statvfs(paths.root / backend.lstrip("/"))
+        st = os.statvfs(paths.under(backend))
         size, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
     except OSError:
         pass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from ..record import dataclass
-from pathlib import Path
 
 ROOT_ENV = "KATA_NPU_ROOT"
 
@@ -25,12 +24,20 @@ def vfio_cdev(name: str) -> str:
 
 @dataclass(frozen=True)
 class HostPaths:
-    root: Path = Path("/")
+    """Plain strings, no trailing slash (pathlib, with the re/fnmatch/urllib.parse it imports, cost more
+    than `status` itself at start-up). ``root`` is normalised ("/" for the host itself)."""
+
+    root: str = "/"
+
+    def __post_init__(self) -> None:
+        root = os.path.normpath(os.fspath(self.root))
+        self.__dict__["root"] = root
+        self.__dict__["_base"] = "" if root == "/" else root  # what every path starts with
 
     @classmethod
     def from_root(cls, root: str | os.PathLike[str] | None = None) -> "HostPaths":
         value = root if root not in (None, "") else os.environ.get(ROOT_ENV) or "/"
-        return cls(Path(value))
+        return cls(value)
 
     @classmethod
     def checked(cls, root: str | os.PathLike[str] | None = None) -> "HostPaths":
@@ -46,98 +53,88 @@ class HostPaths:
 
     @property
     def is_real(self) -> bool:
-        return self.root == Path("/")
-
-    def _p(self, rel: str) -> Path:
-        return self.root / rel
+        return self.root == "/"
 
     @property
-    def sys(self) -> Path:
-        return self._p("sys")
+    def sys(self) -> str:
+        return self._base + "/sys"
 
     @property
-    def dev(self) -> Path:
-        return self._p("dev")
+    def dev(self) -> str:
+        return self._base + "/dev"
 
     @property
-    def proc(self) -> Path:
-        return self._p("proc")
+    def proc(self) -> str:
+        return self._base + "/proc"
 
     @property
-    def run(self) -> Path:
-        return self._p("run")
+    def run(self) -> str:
+        return self._base + "/run"
 
     @property
-    def etc(self) -> Path:
-        return self._p("etc")
+    def etc(self) -> str:
+        return self._base + "/etc"
 
     @property
-    def var_lib(self) -> Path:
-        return self._p("var/lib")
+    def var_lib(self) -> str:
+        return self._base + "/var/lib"
 
     @property
-    def pci_devices(self) -> Path:
-        return self._p("sys/bus/pci/devices")
+    def pci_devices(self) -> str:
+        return self._base + "/sys/bus/pci/devices"
+
+    pci_devices_str = pci_devices  # the name listing/sysfs used while HostPaths returned Path
 
     @property
-    def pci_drivers(self) -> Path:
-        return self._p("sys/bus/pci/drivers")
+    def pci_drivers(self) -> str:
+        return self._base + "/sys/bus/pci/drivers"
 
     @property
-    def drivers_probe(self) -> Path:
-        return self._p("sys/bus/pci/drivers_probe")
+    def drivers_probe(self) -> str:
+        return self._base + "/sys/bus/pci/drivers_probe"
 
     @property
-    def iommu_groups(self) -> Path:
-        return self._p("sys/kernel/iommu_groups")
+    def iommu_groups(self) -> str:
+        return self._base + "/sys/kernel/iommu_groups"
 
     @property
-    def vfio_dev(self) -> Path:
-        return self._p("dev/vfio")
+    def vfio_dev(self) -> str:
+        return self._base + "/dev/vfio"
 
-    def under(self, host_abs: str) -> Path:
+    def under(self, host_abs: str) -> str:
         """A host-absolute path inside this root."""
-        return self.root / host_abs.lstrip("/")
+        rel = host_abs.lstrip("/")
+        return f"{self._base}/{rel}" if rel else self.root
 
-    def vfio_group_node(self, group: int) -> Path:
+    def vfio_group_node(self, group: int) -> str:
         return self.under(vfio_group_dev(group))
 
-    def vfio_cdev_node(self, name: str) -> Path:
+    def vfio_cdev_node(self, name: str) -> str:
         return self.under(vfio_cdev(name))
 
     @property
-    def state_dir(self) -> Path:
-        return self._p("var/lib/kata-npu")
+    def state_dir(self) -> str:
+        return self._base + "/var/lib/kata-npu"
 
     @property
-    def run_dir(self) -> Path:
-        return self._p("run/kata-npu")
+    def run_dir(self) -> str:
+        return self._base + "/run/kata-npu"
 
     @property
-    def config_dir(self) -> Path:
-        return self._p("etc/kata-npu")
+    def config_dir(self) -> str:
+        return self._base + "/etc/kata-npu"
 
-    def modules_dir(self, release: str | None = None) -> Path:
-        return self._p("lib/modules") / (release or os.uname().release)
+    def modules_dir(self, release: str | None = None) -> str:
+        return f"{self._base}/lib/modules/{release or os.uname().release}"
 
-    @property
-    def pci_devices_str(self) -> str:
-        """Hot-path string form (pathlib parsing dominated `list` on a 1024-function host)."""
-        root = str(self.root).rstrip("/")
-        return root + "/sys/bus/pci/devices"
+    def strip(self, path: str | os.PathLike[str]) -> str:
+        """Host-absolute form of a path under root, for messages (other paths as given)."""
+        p = os.fspath(path)
+        base = self._base
+        if not base:
+            return p
+        if p.startswith(base + "/"):
+            return p[len(base):]
+        return "/" if p == base else p
 
-    def strip_str(self, path: str) -> str:
-        """`strip` for plain strings already under root (no pathlib on hot paths)."""
-        root = str(self.root).rstrip("/")
-        if not root:
-            return path
-        if path.startswith(root + "/"):
-            return path[len(root):]
-        return path
-
-    def strip(self, path: Path) -> str:
-        """Host-absolute form of a path under root, for messages."""
-        try:
-            return "/" + str(Path(path).relative_to(self.root))
-        except ValueError:
-            return str(path)
+    strip_str = strip  # the name listing/sysfs used while strip() took a Path

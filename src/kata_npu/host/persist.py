@@ -144,7 +144,7 @@ def render(exe: str, mode: str, desired: DesiredState | None, catalogue: Catalog
 
 
 def _manifest(paths: HostPaths) -> Path:
-    return paths.state_dir / "persist.json"
+    return Path(paths.state_dir) / "persist.json"
 
 
 def _digest(text: str) -> str:
@@ -154,7 +154,7 @@ def _digest(text: str) -> str:
 def enable(paths: HostPaths, arts: list[Artifact], mode: str, exe: str) -> list[str]:
     done = []
     for a in arts:
-        p = paths.root / a.rel
+        p = Path(paths.root) / a.rel
         if a.text is None:
             p.parent.mkdir(parents=True, exist_ok=True)
             if p.is_symlink() or p.exists():
@@ -166,7 +166,7 @@ def enable(paths: HostPaths, arts: list[Artifact], mode: str, exe: str) -> list[
     old = _read_manifest(paths)
     for rel in old.get("files", {}):  # something installed before and not now (e.g. the modprobe file)
         if rel not in {a.rel for a in arts}:
-            _remove(paths.root / rel)
+            _remove(Path(paths.root) / rel)
     atomic_write(_manifest(paths), json.dumps({"mode": mode, "exe": exe, "files": {
         a.rel: (_digest(a.text) if a.text is not None else "-> " + a.link) for a in arts}}, indent=2) + "\n", 0o600)
     _reload(paths)
@@ -189,7 +189,7 @@ def _read_manifest(paths: HostPaths) -> dict:
 
 def disable(paths: HostPaths) -> list[str]:
     m = _read_manifest(paths)
-    gone = ["/" + rel for rel in m.get("files", {}) if _remove(paths.root / rel)]
+    gone = ["/" + rel for rel in m.get("files", {}) if _remove(Path(paths.root) / rel)]
     _remove(_manifest(paths))
     _reload(paths)
     return gone
@@ -201,7 +201,7 @@ def status(paths: HostPaths, arts: list[Artifact] | None) -> dict:
     fresh = {a.rel: a for a in arts or []}
     files = {}
     for rel, digest in m.get("files", {}).items():
-        p = paths.root / rel
+        p = Path(paths.root) / rel
         if not (p.exists() or p.is_symlink()):
             files["/" + rel] = "missing"
             continue

@@ -32,10 +32,10 @@ def _serial_index(b: Binder, wanted: set[tuple[str, str]]) -> dict[str, str]:
     """serial -> address now, reading config space only of functions with a recorded vendor:device."""
     out = {}
     for name in sysfs.list_address_names(b.paths):
-        d = b.paths.pci_devices / name
+        d = f"{b.paths.pci_devices}/{name}"
         try:
-            vd = (f"{int((d / 'vendor').read_text(), 16):04x}", f"{int((d / 'device').read_text(), 16):04x}")
-        except (OSError, ValueError):
+            vd = (f"{int(sysfs._read(d + '/vendor'), 16):04x}", f"{int(sysfs._read(d + '/device'), 16):04x}")
+        except (TypeError, ValueError):  # gone (None) or unreadable
             continue
         if vd in wanted:
             ident = read_identity(d)
@@ -55,7 +55,7 @@ def match_recorded(b: Binder, records: dict[str, FunctionRecord]) -> Match:
             m.skipped.append(f"{addr}: left alone: recorded without identity (older journal); bind it by address "
                              "once to record what it is")
             continue
-        now = read_identity(b.paths.pci_devices / addr)
+        now = read_identity(f"{b.paths.pci_devices}/{addr}")
         if now is not None and not rec.identity.differences(now):
             m.found[addr] = rec
             continue
@@ -64,7 +64,7 @@ def match_recorded(b: Binder, records: dict[str, FunctionRecord]) -> Match:
                 serials = _serial_index(b, {(r.identity.vendor, r.identity.device)
                                             for r in records.values() if r.identity and r.identity.serial})
             new = serials.get(rec.identity.serial)
-            if new and new not in m.found and not rec.identity.differences(read_identity(b.paths.pci_devices / new)):
+            if new and new not in m.found and not rec.identity.differences(read_identity(f"{b.paths.pci_devices}/{new}")):
                 m.found[new] = rec
                 m.moved[addr] = new
                 continue

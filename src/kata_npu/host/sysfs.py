@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the annotations only: pathlib stays off the start-up path
+    from pathlib import Path
 
 from ..errors import NoSuchDeviceError
 from .address import PciAddress, is_address
@@ -71,8 +74,8 @@ def _order(name: str) -> tuple[int, str]:
     return (len(name), name.lower())
 
 
-def device_dir(paths: HostPaths, addr: PciAddress) -> Path:
-    return paths.pci_devices / str(addr)
+def device_dir(paths: HostPaths, addr: PciAddress) -> str:
+    return f"{paths.pci_devices}/{addr}"
 
 
 def _resolve_device_link(d: str) -> str:
@@ -85,9 +88,9 @@ def _resolve_device_link(d: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(d), target))
 
 
-def require(paths: HostPaths, addr: PciAddress) -> Path:
+def require(paths: HostPaths, addr: PciAddress) -> str:
     d = device_dir(paths, addr)
-    if not d.exists():
+    if not os.path.exists(d):
         raise NoSuchDeviceError(f"no PCI function {addr} on this host ({paths.strip(d)} does not exist)")
     return d
 
@@ -215,13 +218,13 @@ def iommu_enabled(paths: HostPaths) -> bool:
 
 def group_number(paths: HostPaths, addr: PciAddress) -> int | None:
     """Resolved from the address every time: group numbers change across reboots."""
-    name = _link_name(device_dir(paths, addr) / "iommu_group")
+    name = _link_name(device_dir(paths, addr) + "/iommu_group")
     return int(name) if name and name.isdigit() else None
 
 
 def group_addresses(paths: HostPaths, number: int) -> list[PciAddress]:
     try:
-        names = os.listdir(paths.iommu_groups / str(number) / "devices")
+        names = os.listdir(f"{paths.iommu_groups}/{number}/devices")
     except FileNotFoundError:
         return []
     return sorted(PciAddress.parse(n) for n in names if is_address(n))
@@ -238,7 +241,7 @@ def list_groups(paths: HostPaths) -> list[int]:
         return []
 
 
-def vfio_group_node(paths: HostPaths, number: int) -> Path:
+def vfio_group_node(paths: HostPaths, number: int) -> str:
     return paths.vfio_group_node(number)
 
 

@@ -7,10 +7,8 @@ device a process holds open, or a PF whose VFs exist is not.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from ..record import dataclass
-from pathlib import Path
 TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
 if TYPE_CHECKING:
     from typing import Iterable
@@ -31,15 +29,39 @@ class Finding:
         return {"address": self.address, "reason": self.reason, "overridable": self.overridable}
 
 
-def _owned(paths: HostPaths, f: PciFunction, class_link: Path) -> bool:
+def glob_match(name: str, pattern: str) -> bool:
+    """``fnmatch.fnmatchcase(name, pattern)`` without importing re (with enum, functools and collections
+    it costs more at start-up than a bind's usage checks): ``*`` and ``?`` here, ``[...]`` by fnmatch."""
+    if "[" in pattern:
+        import fnmatch
+
+        return fnmatch.fnmatchcase(name, pattern)
+    n = p = 0
+    star, mark = -1, 0
+    while n < len(name):
+        if p < len(pattern) and pattern[p] != "*" and (pattern[p] == "?" or pattern[p] == name[n]):
+            n, p = n + 1, p + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark, p = p, n, p + 1
+        elif star >= 0:  # let the last * take one more character
+            mark += 1
+            n, p = mark, star + 1
+        else:
+            return False
+    while p < len(pattern) and pattern[p] == "*":
+        p += 1
+    return p == len(pattern)
+
+
+def _owned(paths: HostPaths, f: PciFunction, class_link: str) -> bool:
     """Does a class device (net, block) sit below this function in /sys/devices?"""
-    devdir = os.path.realpath(paths.pci_devices / str(f.address))
+    devdir = os.path.realpath(f"{paths.pci_devices}/{f.address}")
     return os.path.realpath(class_link).startswith(devdir + os.sep)
 
 
 def _mounted_devnums(paths: HostPaths) -> set[str]:
     out = set()
-    text = _read(paths.proc / "self/mountinfo") or ""
+    text = _read(paths.proc + "/self/mountinfo") or ""
     for line in text.splitlines():
         parts = line.split()
         if len(parts) > 2:
@@ -48,27 +70,28 @@ def _mounted_devnums(paths: HostPaths) -> set[str]:
 
 
 def _swap_names(paths: HostPaths) -> set[str]:
-    text = _read(paths.proc / "swaps") or ""
+    text = _read(paths.proc + "/swaps") or ""
     return {os.path.basename(l.split()[0]) for l in text.splitlines()[1:] if l.strip()}
 
 
 def block_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     out = []
     try:
-        disks = os.listdir(paths.sys / "block")
+        disks = os.listdir(paths.sys + "/block")
     except OSError:
         return out
     mounted = _mounted_devnums(paths)
     swaps = _swap_names(paths)
     for disk in disks:
-        link = paths.sys / "block" / disk
+        link = f"{paths.sys}/block/{disk}"
         if not _owned(paths, f, link):
             continue
-        real = Path(os.path.realpath(link))
-        parts = [(disk, real)] + [(p.name, p) for p in real.iterdir() if p.name.startswith(disk) and (p / "dev").exists()]
+        real = os.path.realpath(link)
+        parts = [(disk, real)] + [(n, f"{real}/{n}") for n in os.listdir(real)
+                                  if n.startswith(disk) and os.path.exists(f"{real}/{n}/dev")]
         for name, d in parts:
-            devnum = _read(d / "dev")
-            holders = os.listdir(d / "holders") if (d / "holders").is_dir() else []
+            devnum = _read(d + "/dev")
+            holders = os.listdir(d + "/holders") if os.path.isdir(d + "/holders") else []
             why = []
             if devnum in mounted:
                 why.append("mounted")
@@ -96,14 +119,14 @@ def _ipv4_of(ifname: str) -> str | None:
         s.close()
 
 
-def _masters(link: Path) -> list[str]:
+def _masters(link: str) -> list[str]:
     """Bridge/bond masters above an interface, nearest first (a bond may itself sit in a bridge)."""
     out: list[str] = []
     cur = link
     while len(out) < 8:
         name = None
         try:
-            name = os.path.basename(os.readlink(cur / "master"))
+            name = os.path.basename(os.readlink(cur + "/master"))
         except OSError:
             try:
                 name = next((n[len("upper_"):] for n in sorted(os.listdir(cur)) if n.startswith("upper_")), None)
@@ -112,23 +135,23 @@ def _masters(link: Path) -> list[str]:
         if not name or name in out:
             break
         out.append(name)
-        cur = cur.parent / name
+        cur = f"{os.path.dirname(cur)}/{name}"
     return out
 
 
 def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
     out = []
     try:
-        ifnames = os.listdir(paths.sys / "class/net")
+        ifnames = os.listdir(paths.sys + "/class/net")
     except OSError:
         return out
-    routes = _read(paths.proc / "net/route") or ""
+    routes = _read(paths.proc + "/net/route") or ""
     route_ifs = {l.split()[0] for l in routes.splitlines()[1:] if l.split()}
-    inet6 = _read(paths.proc / "net/if_inet6") or ""
+    inet6 = _read(paths.proc + "/net/if_inet6") or ""
 
     def in_use(ifname: str) -> str | None:
         """What an up interface carries (addresses, routes), or None when down or unused."""
-        flags = int(_read(paths.sys / "class/net" / ifname / "flags") or "0", 16)
+        flags = int(_read(f"{paths.sys}/class/net/{ifname}/flags") or "0", 16)
         if not flags & 0x1:  # IFF_UP
             return None
         addrs = []
@@ -144,7 +167,7 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
         return None
 
     for ifname in ifnames:
-        link = paths.sys / "class/net" / ifname
+        link = f"{paths.sys}/class/net/{ifname}"
         if not _owned(paths, f, link):
             continue
         what = in_use(ifname)
@@ -152,7 +175,7 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
             out.append(Finding(str(f.address), f"network interface {ifname} is up with {what} in use", True))
             continue
         # A port of a bridge or bond carries its master's traffic: taking it cuts the master's link.
-        for master in _masters(paths.sys / "class/net" / ifname):
+        for master in _masters(link):
             what = in_use(master)
             if what:
                 out.append(Finding(str(f.address), f"network interface {ifname} is enslaved to {master}, "
@@ -163,10 +186,10 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
 
 def _command(paths: HostPaths, pid: str) -> str:
     """argv[0] and arguments (cut at 80 characters), or comm for kernel threads."""
-    raw = _read(paths.proc / pid / "cmdline")
+    raw = _read(f"{paths.proc}/{pid}/cmdline")
     cmd = " ".join(raw.replace("\0", " ").split()) if raw else ""
     cmd = cmd if len(cmd) <= 80 else cmd[:77] + "..."
-    return cmd or _read(paths.proc / pid / "comm") or "?"
+    return cmd or _read(f"{paths.proc}/{pid}/comm") or "?"
 
 
 def _char_rdevs(paths: HostPaths, targets: set[str]) -> dict[int, str]:
@@ -176,7 +199,7 @@ def _char_rdevs(paths: HostPaths, targets: set[str]) -> dict[int, str]:
     out = {}
     for t in targets:
         try:
-            st = os.stat(paths.root / t.lstrip("/"))
+            st = os.stat(paths.under(t))
         except OSError:
             continue
         if stat.S_ISCHR(st.st_mode):
@@ -199,20 +222,20 @@ def _holders(paths: HostPaths, targets: set[str]) -> list[tuple[int, str, str]]:
     except OSError:
         return found
     for pid in pids:
-        fd_dir = paths.proc / pid / "fd"
+        fd_dir = f"{paths.proc}/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
         except OSError:
             continue
         for fd in fds:
             try:
-                target = os.readlink(fd_dir / fd)
+                target = os.readlink(f"{fd_dir}/{fd}")
             except OSError:
                 continue
             node = target if target in targets else None
             if node is None and rdevs and not target.startswith(("socket:", "pipe:", "anon_inode:")):
                 try:
-                    st = os.stat(fd_dir / fd)
+                    st = os.stat(f"{fd_dir}/{fd}")
                 except OSError:
                     continue
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev in rdevs:
@@ -227,12 +250,12 @@ def node_holders(paths: HostPaths, patterns: tuple[str, ...]) -> list[tuple[int,
     targets: set[str] = set()
     for pat in patterns:
         sub, _, leaf = pat.rpartition("/")
-        d = paths.dev / sub if sub else paths.dev
+        d = f"{paths.dev}/{sub}" if sub else paths.dev
         try:
             names = os.listdir(d)
         except OSError:
             continue
-        targets.update(paths.strip(d / n) for n in names if fnmatch.fnmatchcase(n, leaf))
+        targets.update(paths.strip(f"{d}/{n}") for n in names if glob_match(n, leaf))
     return _holders(paths, targets) if targets else []
 
 

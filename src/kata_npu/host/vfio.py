@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import time
 from ..record import dataclass
-from pathlib import Path
 TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings here
 if TYPE_CHECKING:
     from typing import Callable
@@ -16,6 +14,7 @@ from .address import PciAddress
 from .kernel import Kernel, is_char_device
 from .paths import HostPaths
 from .sysfs import _read
+from .usage import glob_match
 
 DEFAULT_MODULE = "vfio_pci"
 DEFAULT_DRIVER = "vfio-pci"
@@ -29,8 +28,8 @@ class VfioDriver:
 
 def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
     """The most specific ``vfio_pci:`` alias in modules.alias matching the function's modalias."""
-    modalias = _read(paths.pci_devices / str(addr) / "modalias")
-    text = _read(paths.modules_dir() / "modules.alias")
+    modalias = _read(f"{paths.pci_devices}/{addr}/modalias")
+    text = _read(paths.modules_dir() + "/modules.alias")
     if not modalias or not text:
         return None
     best: tuple[int, str] | None = None
@@ -41,7 +40,7 @@ def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
         pattern = "pci:" + parts[1][len("vfio_pci:"):]
         if parts[2] == DEFAULT_MODULE:
             continue  # vfio_pci itself carries a match-all vfio_pci: alias (seen on Debian 6.1): not a variant
-        if fnmatch.fnmatchcase(modalias, pattern):
+        if glob_match(modalias, pattern):
             score = -pattern.count("*")
             if best is None or score > best[0]:
                 best = (score, parts[2])
@@ -63,7 +62,7 @@ def _lines_containing(text: str, needle: str):
 
 def driver_of_module(paths: HostPaths, module: str) -> str | None:
     try:
-        names = os.listdir(paths.sys / "module" / module / "drivers")
+        names = os.listdir(f"{paths.sys}/module/{module}/drivers")
     except OSError:
         return None
     for n in names:
@@ -81,7 +80,7 @@ def choose_driver(paths: HostPaths, addr: PciAddress) -> VfioDriver:
 
 def ensure_loaded(paths: HostPaths, kernel: Kernel, drv: VfioDriver) -> VfioDriver:
     """Load the module if its driver is not registered; return the driver name it registered."""
-    if (paths.pci_drivers / drv.driver).is_dir():
+    if os.path.isdir(f"{paths.pci_drivers}/{drv.driver}"):
         return drv
     try:
         kernel.load_module(drv.module)
@@ -90,13 +89,13 @@ def ensure_loaded(paths: HostPaths, kernel: Kernel, drv: VfioDriver) -> VfioDriv
             f"{e}; install the kernel's vfio modules (CONFIG_VFIO_PCI) or load them: modprobe {drv.module}"
         ) from None
     name = driver_of_module(paths, drv.module) or drv.driver
-    if not (paths.pci_drivers / name).is_dir():
+    if not os.path.isdir(f"{paths.pci_drivers}/{name}"):
         raise VfioMissingError(f"module {drv.module} loaded but no PCI driver {name} registered")
     return VfioDriver(drv.module, name)
 
 
-def wait_for_char_device(path: Path, timeout: float = 10.0, stable: float = 0.2, use_udev: bool = False,
-                         is_chr: Callable[[Path], bool] = is_char_device) -> bool:
+def wait_for_char_device(path: str, timeout: float = 10.0, stable: float = 0.2, use_udev: bool = False,
+                         is_chr: Callable[[str], bool] = is_char_device) -> bool:
     """True once ``path`` is a character device and has stayed one for ``stable`` seconds.
 
     udev may remove and recreate the node while applying rules, so one

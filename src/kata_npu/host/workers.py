@@ -47,12 +47,20 @@ def run_each(units: Sequence[T], work: Callable[[T], R], jobs: int | None) -> li
     return [f.result() for f in futures]
 
 
+class _NoLock:
+    """``with`` that does nothing: one thread needs no lock (contextlib.nullcontext costs contextlib's import)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 def make_lock(parallel: bool):
     """A real lock when units run on several threads; a no-op context otherwise (no threading import)."""
     if parallel:
         import threading
 
         return threading.RLock()
-    from contextlib import nullcontext
-
-    return nullcontext()
+    return _NoLock()

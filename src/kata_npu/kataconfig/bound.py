@@ -41,7 +41,7 @@ class BoundDevices:
 
 def _is_pcie(paths: HostPaths, addr: PciAddress) -> bool:
     try:
-        return os.stat(sysfs.device_dir(paths, addr) / "config").st_size > PCI_CONFIG_SPACE
+        return os.stat(sysfs.device_dir(paths, addr) + "/config").st_size > PCI_CONFIG_SPACE
     except OSError:
         return True  # unknown: count it (a root port too many is harmless, one too few is not)
 

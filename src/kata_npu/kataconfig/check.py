@@ -186,7 +186,7 @@ def check_host_files(doc: dict, paths, dropin: bool = False) -> list[Finding]:
         val = hyp.get(key)
         if not isinstance(val, str) or not val:
             continue
-        p = paths.root / val.lstrip("/")
+        p = Path(paths.root) / val.lstrip("/")
         try:
             st = os.stat(p) if paths.is_real else os.lstat(p)
         except OSError:

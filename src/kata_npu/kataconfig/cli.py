@@ -184,7 +184,7 @@ def _containerd_snippet(ctx: typer.Context, version: tuple[int, int], config_pat
 
     from . import containerd as ctrd
 
-    base_file = Path(base_path) if base_path else _paths(ctx).root / ctrd.DEFAULT_CONFIG
+    base_file = Path(base_path) if base_path else Path(_paths(ctx).root) / ctrd.DEFAULT_CONFIG
     base = None
     try:
         base = tomllib.loads(base_file.read_text())
