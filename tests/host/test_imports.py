@@ -110,12 +110,12 @@ BINDING = {"kata_npu.host.binder", "kata_npu.host.plan", "kata_npu.host.usage", 
            "kata_npu.host.vfio", "kata_npu.host.rebind", "kata_npu.host.kernel"}
 # stdlib no start-up path needs: kata_npu.jsonlite (the C _json) instead of json, which pulls in re and enum;
 # string paths (host.paths) instead of pathlib (re, fnmatch, urllib.parse, ipaddress); usage.glob_match instead
-# of fnmatch; class context managers instead of contextlib (collections, functools)
+# of fnmatch; class context managers instead of contextlib (collections, functools); records order without operator
 NO_STDLIB = {"json", "pathlib", "re", "fnmatch", "enum", "urllib", "ipaddress", "contextlib", "collections",
-             "functools"}
+             "functools", "operator"}
 # per command, the modules it must not import (what it does not use)
 NOT_IMPORTED_BY = {
-    "status": NO_STDLIB | BINDING | {"kata_npu.host.catalogue", "kata_npu.host.listing"},
+    "status": NO_STDLIB | BINDING | {"kata_npu.host.catalogue", "kata_npu.host.listing", "kata_npu.fileio"},
     "list": NO_STDLIB | BINDING | {"kata_npu.host.journal", "kata_npu.host.identity", "kata_npu.actions",
                                    "kata_npu.fileio"},
     "bind": NO_STDLIB | {"kata_npu.host.rebind", "kata_npu.host.listing", "kata_npu.host.uevent"},

@@ -16,7 +16,6 @@ from ..record import dataclass, field, fields
 
 from .. import jsonlite
 from ..errors import JournalError, LockTimeoutError, from_os_error
-from ..fileio import atomic_write
 from .identity import Identity
 from .paths import HostPaths
 
@@ -136,6 +135,8 @@ class Journal:
         return jsonlite.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
 
     def write(self, text: str) -> None:
+        from ..fileio import atomic_write  # reading commands (status) never write
+
         try:
             atomic_write(self.path, text, 0o600)
         except OSError as e:

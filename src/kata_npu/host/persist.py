@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .catalogue import Catalogue
 from .desired import DesiredState
-from .journal import atomic_write
+from ..fileio import atomic_write
 from .paths import HostPaths
 
 BOOT_UNIT = "kata-npu-rebind.service"
