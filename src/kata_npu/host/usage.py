@@ -31,26 +31,80 @@ class Finding:
 
 def glob_match(name: str, pattern: str) -> bool:
     """``fnmatch.fnmatchcase(name, pattern)`` without importing re (with enum, functools and collections
-    it costs more at start-up than a bind's usage checks): ``*`` and ``?`` here, ``[...]`` by fnmatch."""
-    if "[" in pattern:
+    it costs more at start-up than a bind's usage checks): ``*``, ``?`` and plain ``[...]`` classes
+    (``[0-9]``, ``[!ab]``) here; a class fnmatch reads in its own way (``]`` first, ``-`` at an edge,
+    ``[`` or ``\\`` inside, an empty range, unclosed) goes to fnmatch itself."""
+    toks = _glob_tokens(pattern)
+    if toks is None:
         import fnmatch
 
         return fnmatch.fnmatchcase(name, pattern)
-    n = p = 0
+    n = t = 0
     star, mark = -1, 0
     while n < len(name):
-        if p < len(pattern) and pattern[p] != "*" and (pattern[p] == "?" or pattern[p] == name[n]):
-            n, p = n + 1, p + 1
-        elif p < len(pattern) and pattern[p] == "*":
-            star, mark, p = p, n, p + 1
+        tok = toks[t] if t < len(toks) else None
+        if tok is not None and tok != "*" and _glob_one(tok, name[n]):
+            n, t = n + 1, t + 1
+        elif tok == "*":
+            star, mark, t = t, n, t + 1
         elif star >= 0:  # let the last * take one more character
             mark += 1
-            n, p = mark, star + 1
+            n, t = mark, star + 1
         else:
             return False
-    while p < len(pattern) and pattern[p] == "*":
-        p += 1
-    return p == len(pattern)
+    while t < len(toks) and toks[t] == "*":
+        t += 1
+    return t == len(toks)
+
+
+_GLOB_CACHE: dict = {}
+
+
+def _glob_tokens(pattern: str):
+    """"*", "?", a literal character, or (negated, characters, ranges); None when fnmatch must read it."""
+    if pattern in _GLOB_CACHE:
+        return _GLOB_CACHE[pattern]
+    toks: list | None = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c != "[":
+            toks.append(c)
+            i += 1
+            continue
+        end = pattern.find("]", i + 1)
+        body = pattern[i + 1:end]
+        neg = body.startswith("!")
+        body = body[1:] if neg else body
+        if end < 0 or not body or "[" in body or "\\" in body or body[0] == "-" or body[-1] == "-":
+            toks = None
+            break
+        chars, ranges, k = set(), [], 0
+        while k < len(body):
+            if k + 1 < len(body) and body[k + 1] == "-":
+                if (k + 2 >= len(body) or body[k + 2] == "-" or (k + 3 < len(body) and body[k + 3] == "-")
+                        or body[k] > body[k + 2]):  # fnmatch drops an empty range and joins its neighbours
+                    toks = None
+                    break
+                ranges.append((body[k], body[k + 2]))
+                k += 3
+            else:
+                chars.add(body[k])
+                k += 1
+        if toks is None:
+            break
+        toks.append((neg, frozenset(chars), tuple(ranges)))
+        i = end + 1
+    _GLOB_CACHE[pattern] = toks
+    return toks
+
+
+def _glob_one(tok, ch: str) -> bool:
+    if tok.__class__ is str:
+        return tok == "?" or tok == ch
+    neg, chars, ranges = tok
+    hit = ch in chars or any(lo <= ch <= hi for lo, hi in ranges)
+    return hit != neg
 
 
 def _owned(paths: HostPaths, f: PciFunction, class_link: str) -> bool:
