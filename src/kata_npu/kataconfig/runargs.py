@@ -3,20 +3,22 @@
 Verified against containerd's ctr: `--runtime-config-path` becomes the runtime
 options' ConfigPath, which containerd-shim-kata-v2 (Go runtime) reads. Without
 it Kata loads its default file, whose VFIO ports are `no-port`, and refuses the
-device. Imports only the standard library and schema: the binder uses it too.
+device. Imports only errors and record (no stdlib beyond the interpreter's own): the binder uses it too.
 """
 
 from __future__ import annotations
 
 from ..errors import ConfigError
 from ..record import dataclass  # bind prints a ctr line: no dataclasses/inspect import for it
-from .schema import DEFAULT_CONFIG_PATH
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Sequence
 
 KATA_RUNTIME = "io.containerd.kata.v2"
+# Where `config render` output is expected; the containerd runtime's ConfigPath and `ctr --runtime-config-path`.
+# Owned here, not in schema: bind prints the ctr line without importing the configuration tables.
+DEFAULT_CONFIG_PATH = "/etc/kata-containers/configuration-qemu-npu.toml"
 DEFAULT_IMAGE = "docker.io/library/ubuntu:22.04"
 DEFAULT_NAME = "npu"
 # shlex.quote's safe set ([\w@%+=:,./-], ASCII): shlex imports re, which costs a bind more than its line

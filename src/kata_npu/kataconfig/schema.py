@@ -7,6 +7,8 @@ Built from kata-containers/kata-containers src/runtime/config/configuration-qemu
 
 from __future__ import annotations
 
+from .runargs import DEFAULT_CONFIG_PATH  # noqa: F401 (owned by the ctr line builder, which bind imports)
+
 # Where the guest hook installer puts the hook (kata_npu.guest.install.HOOK_DIR is
 # "usr/share/oci/hooks/prestart"; kata-agent scans <guest_hook_path>/prestart).
 try:  # the guest helper may export it; fall back to our own copy
@@ -119,5 +121,3 @@ def kata_root_params(rootfs_type: str, nvdimm: bool = False, dax: bool = False) 
 DEFAULT_KATA_VERSION = "3.30"
 # From Kata 3.32 [agent.kata] visible_cdi_devices is a configuration key; before, a kernel parameter.
 AGENT_CDI_KEY_SINCE = (3, 32)
-# Where `config render` output is expected; the containerd runtime's ConfigPath and `ctr --runtime-config-path`.
-DEFAULT_CONFIG_PATH = "/etc/kata-containers/configuration-qemu-npu.toml"
