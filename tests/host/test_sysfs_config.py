@@ -21,7 +21,7 @@ def _both(monkeypatch, fn):
     """fn() with config read, then with read_config_header disabled (the attribute files only)."""
     with_config = fn()
     with monkeypatch.context() as m:
-        m.setattr(sysfs, "read_config_header", lambda d: None)
+        m.setattr(sysfs, "read_config_header", lambda d, dir_fd=None: None)
         files_only = fn()
     return with_config, files_only
 
