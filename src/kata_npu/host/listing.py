@@ -65,7 +65,7 @@ def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = Fals
         if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators
         addr = PciAddress.parse(name)
-        if all_functions:  # every function is read: its config header gives the IDs too
+        if all_functions:  # every function is read, and that read gives the IDs too
             f = sysfs.read_function(paths, addr, full=full)
             model = catalogue.lookup(f.vendor, f.device, f.class_code)
         else:

@@ -98,57 +98,36 @@ def _device_str(paths: HostPaths, addr: PciAddress) -> str:
 
 
 def read_ids(paths: HostPaths, addr: PciAddress) -> PciIds:
-    return _ids(_device_str(paths, addr), addr)
+    d = _device_str(paths, addr)
+    return _ids(d, addr, read_modalias(d))
 
 
-def _ids(d: str, addr: PciAddress, dir_fd: int | None = None) -> PciIds:
-    """From the attribute files: the kernel's own values (a VF's too), and no device access.
-
-    Vendor and device from ``modalias`` (``pci:vVVVVVVVVdDDDDDDDDsv...``, printed from the same
-    fields as the ``vendor`` and ``device`` files): one open instead of two. The class from its
-    own file, which is what matching must see.
-    """
-    m = _read(d + "/modalias", dir_fd)
-    if m and m.startswith("pci:v") and m[13:14] == "d" and m[22:24] == "sv":
-        try:
-            vendor, device = int(m[5:13], 16), int(m[14:22], 16)
-        except ValueError:
-            vendor = device = None
-    else:
-        vendor = device = None
-    if vendor is None:
+def _ids(d: str, addr: PciAddress, mod: tuple[int, int, int, int] | None, dir_fd: int | None = None) -> PciIds:
+    """Vendor and device from read_modalias's ``mod`` (the vendor and device files without it), the
+    class from its own file: what the kernel matches drivers against, kernel quirks included."""
+    if mod is None:
         vendor, device = _int(d + "/vendor", 0, dir_fd) or 0, _int(d + "/device", 0, dir_fd) or 0
+    else:
+        vendor, device = mod[0], mod[1]
     return PciIds(addr, vendor, device, _int(d + "/class", 0, dir_fd) or 0)
 
 
-def read_config_header(d: str, dir_fd: int | None = None) -> tuple[int, int, int, int | None, int | None] | None:
-    """(vendor, device, revision, subsystem vendor, subsystem device) from the first 64 bytes of
-    ``config``: one open instead of five attribute files (what `list --all` pays per function).
+def read_modalias(d: str, dir_fd: int | None = None) -> tuple[int, int, int, int] | None:
+    """(vendor, device, subsystem vendor, subsystem device) from ``modalias``: one open instead of
+    four attribute files, and the same values (the kernel prints both from its pci_dev, so a VF's
+    and a bridge's are right too). None (read the files) when missing or not in the kernel's format
+    ``pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X``.
 
-    Those bytes are readable unprivileged. None (read the attribute files) when config is missing
-    or short, or its IDs read all-ones (an SR-IOV VF: the kernel's files carry the IDs the PF set).
-    The subsystem pair only for a type 0 header: for bridges the kernel takes it from a
-    capability, so those two are None and come from their files. The class is always read from
-    its file: kernel quirks may correct it, and matching must see what the kernel sees.
+    Not ``config``: the kernel reads that from the device, ~270 us for its first 64 bytes on this
+    VM's sysfs against ~9 us an attribute file, and resumes a runtime-suspended device to do it.
     """
-    try:
-        fd = os.open(d + "/config", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
+    m = _read(d + "/modalias", dir_fd)
+    if not m or not m.startswith("pci:v") or m[13:14] != "d" or m[22:24] != "sv" or m[32:34] != "sd":
         return None
     try:
-        b = os.read(fd, 64)
-    except OSError:
+        return int(m[5:13], 16), int(m[14:22], 16), int(m[24:32], 16), int(m[34:42], 16)
+    except ValueError:
         return None
-    finally:
-        os.close(fd)
-    if len(b) < 64:
-        return None
-    vendor, device = b[0] | b[1] << 8, b[2] | b[3] << 8
-    if vendor == 0xFFFF or device == 0xFFFF:
-        return None
-    if b[14] & 0x7F:
-        return vendor, device, b[8], None, None
-    return vendor, device, b[8], b[0x2C] | b[0x2D] << 8, b[0x2E] | b[0x2F] << 8
 
 
 _UNSET = "0x0000000000000000"  # how the kernel prints the end of an unassigned BAR
@@ -176,15 +155,14 @@ def _present(path: str, dir_fd: int | None = None) -> bool:
 
 
 def read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None = None, full: bool = True) -> PciFunction:
-    """Everything sysfs says about one function.
+    """Everything sysfs says about one function, from the kernel's attribute files (never ``config``:
+    see read_modalias).
 
     ``full=False`` is for `list`, which reads a thousand functions and shows part of each record
     (listing.Row.to_json): what no row shows keeps its empty default (subsystem pair, revision,
-    reset_methods, boot_vga, virtfns, sysfs_path), vfio_dev is looked for only on a VFIO driver
-    (the only ones the kernel gives a vfio-dev entry), and the IDs come from the attribute files,
-    not config: the kernel reads config from the device (64 bytes: ~270 us on this VM's sysfs
-    against ~9 us an attribute file, and it resumes a runtime-suspended device). Every other
-    caller needs the whole record.
+    reset_methods, boot_vga, virtfns, sysfs_path), and vfio_dev is looked for only on a VFIO
+    driver (the only ones the kernel gives a vfio-dev entry). Every other caller needs the whole
+    record.
     """
     d = _device_str(paths, addr)
     try:  # every read relative to the directory: shorter lookups, and all from the same device
@@ -201,17 +179,13 @@ def read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None = None,
 def _read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None, full: bool, d: str, at: int) -> PciFunction:
     """read_function's body: names are relative to the open directory ``at`` ("." for the helpers
     that take a directory); ``d`` is its path, for the few reads that list or resolve."""
-    head = read_config_header(".", at) if full else None
+    mod = read_modalias(".", at) if full or ids is None else None
     if ids is None:
-        ids = PciIds(addr, head[0], head[1], _int("class", 0, at) or 0) if head else _ids(".", addr, at)
-    revision, sv, sd = head[2:] if head else (None, None, None)
-    if full:  # from the files where config cannot give them (a bridge's subsystem pair, a VF)
-        if sv is None:
-            sv = _int("subsystem_vendor", 0, at)
-        if sd is None:
-            sd = _int("subsystem_device", 0, at)
-        if revision is None:
-            revision = _int("revision", 0, at)
+        ids = _ids(".", addr, mod, at)
+    sv = sd = revision = None
+    if full:
+        sv, sd = (mod[2], mod[3]) if mod else (_int("subsystem_vendor", 0, at), _int("subsystem_device", 0, at))
+        revision = _int("revision", 0, at)
     driver = _link_name("driver", at)
     override = _read("driver_override", at)
     group = _link_name("iommu_group", at)
