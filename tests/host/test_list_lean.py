@@ -108,7 +108,7 @@ def test_lean_record_skips_only_what_no_row_shows(tmp_path):
 
 def test_lean_ids_are_the_kernels_files_not_config(tmp_path, monkeypatch):
     """config is read from the device (slow, and it resumes a suspended one): `list` never opens it.
-    Vendor and device come from modalias (the vendor/device files without it); the class from its file."""
+    IDs and class come from modalias (the vendor/device/class files without it)."""
     k = _rich_host(tmp_path / "root")
     before = _run(str(k.root), ["list", "--all", "--json"], monkeypatch)
     for d in (k.sys / "bus/pci/devices").iterdir():
@@ -116,9 +116,10 @@ def test_lean_ids_are_the_kernels_files_not_config(tmp_path, monkeypatch):
     (k.devdir("0000:81:00.0") / "modalias").unlink()
     (k.devdir("0000:00:19.0") / "modalias").write_text("garbage\n")
     assert _run(str(k.root), ["list", "--all", "--json"], monkeypatch) == before
-    (k.devdir("0000:82:00.0") / "class").write_text("0x0b4000\n")  # a quirk corrected the class
-    f = sysfs.read_function(HostPaths.from_root(str(k.root)), PciAddress.parse("0000:82:00.0"), full=False)
-    assert (f.vendor, f.device, f.class_code) == (0x19E5, 0xD802, 0x0B4000)
+    # a quirk corrected the class the device reports: the kernel's (class file, modalias) is shown
+    k.add_function("0000:91:00.0", 0x19E5, 0xD802, 0x120000, group=60, config_class=0xFF0000)
+    f = sysfs.read_function(HostPaths.from_root(str(k.root)), PciAddress.parse("0000:91:00.0"), full=False)
+    assert (f.vendor, f.device, f.class_code) == (0x19E5, 0xD802, 0x120000)
 
 
 def test_missing_function_is_the_user_error_either_way(fake_host):

@@ -1,8 +1,9 @@
-"""read_function takes vendor, device and the subsystem pair from one read of `modalias`; what it
-returns, and what `list --all --json` and `groups --json` print, is what the attribute files alone
-give, on the fake tree and on this machine's real sysfs. Where modalias cannot answer (missing, not
-the kernel's format) the files are read. The class always comes from its own file, and `config`
-(read from the device itself, waking it if suspended) is never opened."""
+"""read_function takes vendor, device, the subsystem pair and the class from one read of `modalias`;
+what it returns, and what `list --all --json` and `groups --json` print, is what the attribute files
+alone give, on the fake tree and on this machine's real sysfs, a class a kernel quirk corrected
+included (the kernel prints `class` and `modalias` from the same pci_dev->class). Where modalias
+cannot answer (missing, not the kernel's format) the files are read. `config` (read from the device
+itself, waking it if suspended) is never opened."""
 
 from __future__ import annotations
 
@@ -41,7 +42,20 @@ def _mixed_host(root: Path):
     k.add_function("0000:90:00.0", 0x8086, 0x1572, 0x020000, group=40, subsystem=(0x8086, 0x0007), revision=2,
                    sriov_totalvfs=4)
     k.add_function("0000:90:02.0", 0x8086, 0x154C, 0x020000, group=41, physfn="0000:90:00.0", revision=2)
+    # the device says "unclassified"; a quirk set pci_dev->class, which class and modalias print
+    k.add_function("0000:91:00.0", 0x19E5, 0xD801, 0x120000, group=42, config_class=0xFF0000)
     return k
+
+
+def _modalias_class_is_the_class_file(paths: HostPaths) -> int:
+    """Every function's class from modalias equals its class file; returns how many were compared."""
+    names = sysfs.list_address_names(paths)
+    for name in names:
+        d = f"{paths.pci_devices_str}/{name}"
+        mod = sysfs.read_modalias(d)
+        assert mod is not None, name  # modalias was there and parsed
+        assert mod[4] == sysfs._int(d + "/class"), name
+    return len(names)
 
 
 def test_fake_tree_modalias_and_files_agree(tmp_path, monkeypatch):
@@ -50,6 +64,8 @@ def test_fake_tree_modalias_and_files_agree(tmp_path, monkeypatch):
     scan, files = _both(monkeypatch, lambda: sysfs.scan(paths))
     assert scan == files and len(scan) >= 8
     assert any(f.subsystem_device == 0x0007 and f.revision == 2 for f in scan)  # the values are really read
+    assert _modalias_class_is_the_class_file(paths) == len(scan)
+    assert {f.class_code for f in scan} >= {0x060000, 0x060400, 0x010601, 0x020000, 0x120000}
     listed, listed_files = _both(monkeypatch, lambda: _cli(str(k.root), "list", "--all", "--json"))
     assert listed == listed_files and listed.count('"address"') == len(scan)
     groups, groups_files = _both(monkeypatch, lambda: _cli(str(k.root), "groups", "--json"))
@@ -68,6 +84,9 @@ def test_where_modalias_cannot_answer_the_files_do(tmp_path):
     assert (f["0000:90:00.0"].subsystem_vendor, f["0000:90:00.0"].subsystem_device) == (0x8086, 0x0007)
     assert (f["0000:81:00.0"].vendor, f["0000:81:00.0"].subsystem_device) == (0x19E5, 0x3000)
     assert f["0000:00:19.0"].ids == "8086:10d3"
+    # the class too: from the class file, as modalias would have said
+    assert (f["0000:90:00.0"].class_code, f["0000:81:00.0"].class_code, f["0000:00:19.0"].class_code) == (
+        0x020000, 0x120000, 0x020000)
 
 
 def test_ids_are_the_kernels_not_configs(tmp_path):
@@ -75,13 +94,15 @@ def test_ids_are_the_kernels_not_configs(tmp_path):
     a VF's config IDs read all-ones, a quirk may correct the class. config is never opened."""
     k = _mixed_host(tmp_path / "root")
     paths = HostPaths.from_root(str(k.root))
+    quirked = k.devdir("0000:91:00.0")
+    assert (quirked / "config").read_bytes()[9:12] == (0xFF0000).to_bytes(3, "little")
+    for full in (True, False):  # the corrected class, whole and lean
+        f = sysfs.read_function(paths, sysfs.PciAddress.parse("0000:91:00.0"), full=full)
+        assert f.class_code == 0x120000
     before = sysfs.scan(paths)
     for d in (k.sys / "bus/pci/devices").iterdir():
         (d / "config").write_bytes(b"\xff" * 64)
     assert sysfs.scan(paths) == before
-    (k.devdir("0000:81:00.0") / "class").write_text("0x0b4000\n")
-    f = sysfs.read_function(paths, sysfs.PciAddress.parse("0000:81:00.0"))
-    assert f.class_code == 0x0B4000
 
 
 @pytest.mark.skipif(not os.listdir("/sys/bus/pci/devices") if os.path.isdir("/sys/bus/pci/devices") else True,
@@ -90,7 +111,7 @@ def test_real_sysfs_modalias_and_files_agree(monkeypatch):
     paths = HostPaths.from_root("/")
     scan, files = _both(monkeypatch, lambda: sysfs.scan(paths))
     assert scan == files and scan
-    assert all(sysfs.read_modalias(sysfs._device_str(paths, f.address)) for f in scan)  # modalias was used
+    assert _modalias_class_is_the_class_file(paths) == len(scan)  # every function, modalias parsed
     for args in (["list", "--all", "--json"], ["groups", "--json"]):
         listed, listed_files = _both(monkeypatch, lambda: _cli(None, *args))
         assert listed == listed_files

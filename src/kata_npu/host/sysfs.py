@@ -102,30 +102,32 @@ def read_ids(paths: HostPaths, addr: PciAddress) -> PciIds:
     return _ids(d, addr, read_modalias(d))
 
 
-def _ids(d: str, addr: PciAddress, mod: tuple[int, int, int, int] | None, dir_fd: int | None = None) -> PciIds:
-    """Vendor and device from read_modalias's ``mod`` (the vendor and device files without it), the
-    class from its own file: what the kernel matches drivers against, kernel quirks included."""
+def _ids(d: str, addr: PciAddress, mod: tuple[int, int, int, int, int] | None, dir_fd: int | None = None) -> PciIds:
+    """IDs from read_modalias's ``mod``; without it from the vendor, device and class files."""
     if mod is None:
-        vendor, device = _int(d + "/vendor", 0, dir_fd) or 0, _int(d + "/device", 0, dir_fd) or 0
-    else:
-        vendor, device = mod[0], mod[1]
-    return PciIds(addr, vendor, device, _int(d + "/class", 0, dir_fd) or 0)
+        return PciIds(addr, _int(d + "/vendor", 0, dir_fd) or 0, _int(d + "/device", 0, dir_fd) or 0,
+                      _int(d + "/class", 0, dir_fd) or 0)
+    return PciIds(addr, mod[0], mod[1], mod[4])
 
 
-def read_modalias(d: str, dir_fd: int | None = None) -> tuple[int, int, int, int] | None:
-    """(vendor, device, subsystem vendor, subsystem device) from ``modalias``: one open instead of
-    four attribute files, and the same values (the kernel prints both from its pci_dev, so a VF's
-    and a bridge's are right too). None (read the files) when missing or not in the kernel's format
-    ``pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X``.
+def read_modalias(d: str, dir_fd: int | None = None) -> tuple[int, int, int, int, int] | None:
+    """(vendor, device, subsystem vendor, subsystem device, class) from ``modalias``: one open
+    instead of five attribute files, and the same values. The kernel prints both from its pci_dev
+    (drivers/pci/pci-sysfs.c, torvalds/linux 0077a845: ``pci_config_attr(class, "0x%06x\\n")`` and
+    modalias_show's ``"pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X\\n"`` with ``pci_dev->class``
+    split into its three bytes), so a class a quirk corrected, a VF's IDs and a bridge's are right
+    here too. None (read the files) when missing or not in that format.
 
     Not ``config``: the kernel reads that from the device, ~270 us for its first 64 bytes on this
     VM's sysfs against ~9 us an attribute file, and resumes a runtime-suspended device to do it.
     """
     m = _read(d + "/modalias", dir_fd)
-    if not m or not m.startswith("pci:v") or m[13:14] != "d" or m[22:24] != "sv" or m[32:34] != "sd":
+    if (not m or len(m) != 53 or not m.startswith("pci:v") or m[13] != "d" or m[22:24] != "sv"
+            or m[32:34] != "sd" or m[42:44] != "bc" or m[46:48] != "sc" or m[50] != "i"):
         return None
     try:
-        return int(m[5:13], 16), int(m[14:22], 16), int(m[24:32], 16), int(m[34:42], 16)
+        return (int(m[5:13], 16), int(m[14:22], 16), int(m[24:32], 16), int(m[34:42], 16),
+                int(m[44:46] + m[48:50] + m[51:53], 16))
     except ValueError:
         return None
 
