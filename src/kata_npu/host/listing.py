@@ -61,10 +61,10 @@ def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = Fals
     rows = []
     vendors = catalogue.vendors
     base = paths.pci_devices_str
-    for name in sysfs.list_address_names(paths):
+    for parts, name in sysfs.address_entries(paths):
         if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators
-        addr = PciAddress.parse(name)
+        addr = PciAddress(*parts)
         if all_functions:  # every function is read, and that read gives the IDs too
             f = sysfs.read_function(paths, addr, full=full)
             model = catalogue.lookup(f.vendor, f.device, f.class_code)

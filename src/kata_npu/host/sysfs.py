@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..errors import NoSuchDeviceError
+from ..pciaddr import split
 from .address import PciAddress, is_address
 from .model import Bar, IommuGroup, PciFunction, PciIds, is_vfio_driver
 from .paths import HostPaths
@@ -45,30 +46,30 @@ def _int(path: Path | str, base: int = 0, dir_fd: int | None = None) -> int | No
 
 def _link_name(path: Path | str, dir_fd: int | None = None) -> str | None:
     try:
-        return os.path.basename(os.readlink(path, dir_fd=dir_fd))
+        return os.readlink(path, dir_fd=dir_fd).rpartition("/")[2]  # basename, without posixpath's checks
     except OSError:
         return None
 
 
 def list_addresses(paths: HostPaths) -> list[PciAddress]:
-    return [PciAddress.parse(n) for n in list_address_names(paths)]
+    return [PciAddress(*parts) for parts, _ in address_entries(paths)]
 
 
 def list_address_names(paths: HostPaths) -> list[str]:
-    """Kernel names in address order, unparsed: callers filter a thousand of them cheaply first.
+    """Kernel names in address order, unparsed: callers filter a thousand of them cheaply first."""
+    return [name for _, name in address_entries(paths)]
 
-    The kernel spells addresses canonically (lower-case hex, fixed widths, only the domain
-    can grow past 4 digits), so (length, text) orders them like (domain, bus, slot, function).
-    """
+
+def address_entries(paths: HostPaths) -> list[tuple[tuple[int, int, int, int], str]]:
+    """((domain, bus, slot, function), kernel name) of every function, in address order: each
+    name is split once, and PciAddress(*parts) is built only for the ones a caller keeps."""
     try:
-        names = os.listdir(paths.pci_devices)
+        names = os.listdir(paths.pci_devices_str)
     except FileNotFoundError:
         return []
-    return sorted((n for n in names if is_address(n)), key=_order)
-
-
-def _order(name: str) -> tuple[int, str]:
-    return (len(name), name.lower())
+    entries = [(parts, n) for n in names if (parts := split(n)) is not None]
+    entries.sort()
+    return entries
 
 
 def device_dir(paths: HostPaths, addr: PciAddress) -> Path:
@@ -99,15 +100,14 @@ def _device_str(paths: HostPaths, addr: PciAddress) -> str:
 
 def read_ids(paths: HostPaths, addr: PciAddress) -> PciIds:
     d = _device_str(paths, addr)
-    return _ids(d, addr, read_modalias(d))
+    return PciIds(addr, *_ids(d, read_modalias(d)))
 
 
-def _ids(d: str, addr: PciAddress, mod: tuple[int, int, int, int, int] | None, dir_fd: int | None = None) -> PciIds:
-    """IDs from read_modalias's ``mod``; without it from the vendor, device and class files."""
+def _ids(d: str, mod: tuple[int, int, int, int, int] | None, dir_fd: int | None = None) -> tuple[int, int, int]:
+    """(vendor, device, class) from read_modalias's ``mod``; without it from their own files."""
     if mod is None:
-        return PciIds(addr, _int(d + "/vendor", 0, dir_fd) or 0, _int(d + "/device", 0, dir_fd) or 0,
-                      _int(d + "/class", 0, dir_fd) or 0)
-    return PciIds(addr, mod[0], mod[1], mod[4])
+        return _int(d + "/vendor", 0, dir_fd) or 0, _int(d + "/device", 0, dir_fd) or 0, _int(d + "/class", 0, dir_fd) or 0
+    return mod[0], mod[1], mod[4]
 
 
 def read_modalias(d: str, dir_fd: int | None = None) -> tuple[int, int, int, int, int] | None:
@@ -133,6 +133,7 @@ def read_modalias(d: str, dir_fd: int | None = None) -> tuple[int, int, int, int
 
 
 _UNSET = "0x0000000000000000"  # how the kernel prints the end of an unassigned BAR
+_UNSET_END = f" {_UNSET} "  # ... between start and flags ("0x%016llx 0x%016llx 0x%016llx")
 
 
 def read_bars(d: str, dir_fd: int | None = None) -> tuple[Bar, ...]:
@@ -141,6 +142,8 @@ def read_bars(d: str, dir_fd: int | None = None) -> tuple[Bar, ...]:
         return ()
     bars = []
     for i, line in enumerate(text.split("\n", 6)[:6]):  # BARs 0-5; ROM and bridge windows follow
+        if _UNSET_END in line:  # end 0: unassigned (most lines; no split needed)
+            continue
         parts = line.split()
         if len(parts) != 3 or parts[1] == _UNSET:
             continue
@@ -182,8 +185,7 @@ def _read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None, full:
     """read_function's body: names are relative to the open directory ``at`` ("." for the helpers
     that take a directory); ``d`` is its path, for the few reads that list or resolve."""
     mod = read_modalias(".", at) if full or ids is None else None
-    if ids is None:
-        ids = _ids(".", addr, mod, at)
+    vendor, device, class_code = _ids(".", mod, at) if ids is None else (ids.vendor, ids.device, ids.class_code)
     sv = sd = revision = None
     if full:
         sv, sd = (mod[2], mod[3]) if mod else (_int("subsystem_vendor", 0, at), _int("subsystem_device", 0, at))
@@ -192,6 +194,7 @@ def _read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None, full:
     override = _read("driver_override", at)
     group = _link_name("iommu_group", at)
     physfn = _link_name("physfn", at) if _present("physfn", at) else None
+    pf = split(physfn) if physfn else None
     totalvfs = _int("sriov_totalvfs", 10, at) if _present("sriov_totalvfs", at) else None
     virtfns: tuple[PciAddress, ...] = ()
     if totalvfs is not None and full:  # SR-IOV PFs only: skip listing every other directory
@@ -217,9 +220,9 @@ def _read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None, full:
     # Positional, in field order: keywords take the record's slow path (~2.5 us a function).
     return PciFunction(
         addr,
-        ids.vendor,
-        ids.device,
-        ids.class_code,
+        vendor,
+        device,
+        class_code,
         sv,  # subsystem_vendor
         sd,  # subsystem_device
         revision,
@@ -227,7 +230,7 @@ def _read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None, full:
         None if override in (None, "", "(null)") else override,  # driver_override
         int(group) if group and group.isdigit() else None,  # iommu_group
         None if numa is None or numa < 0 else numa,  # numa_node
-        PciAddress.parse(physfn) if physfn and is_address(physfn) else None,  # physfn
+        None if pf is None else PciAddress(*pf),  # physfn
         virtfns,
         _int("sriov_numvfs", 10, at) if totalvfs is not None else None,  # sriov_numvfs
         totalvfs,  # sriov_totalvfs
