@@ -56,8 +56,9 @@ def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
 
 
 def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False, full: bool = True) -> list[Row]:
-    """``full=False``: records with only what a row shows (sysfs.read_function), for `list` itself;
-    callers that look further into the functions (doctor, the device plugin) keep the default."""
+    """``full=False``: records with only what a row shows (sysfs.read_function), for `list` itself
+    and the device plugin's scan (which reads the groups it picks whole); the other callers
+    (doctor, bind's --all/--model selection) keep the default."""
     rows = []
     vendors = catalogue.vendors
     base = paths.pci_devices_str
