@@ -197,7 +197,11 @@ class FakeKernel:
         iommufd: bool | str = False,
         serial: int | None = None,
         pcie: bool = True,
+        config_class: int | None = None,
     ) -> Path:
+        """``config_class``: what the device's own config space says when a kernel quirk corrected
+        its class to ``class_code``; the kernel prints ``class`` and ``modalias`` from the corrected
+        pci_dev->class, as here."""
         parent_dir = self.devdir(parent) if parent else self.sys / "devices/pci0000:00"
         d = parent_dir / addr
         d.mkdir(parents=True)
@@ -243,7 +247,8 @@ class FakeKernel:
         attrs["resource"] = "\n".join(lines) + "\n"
         for k, v in attrs.items():
             (d / k).write_text(v)
-        config = config_space(vendor, device, class_code, revision, sv, sd, serial if pcie else None)
+        raw_class = class_code if config_class is None else config_class
+        config = config_space(vendor, device, raw_class, revision, sv, sd, serial if pcie else None)
         (d / "config").write_bytes(config if pcie else config[:256])  # PCIe: 4 KiB config space
         self._rel_link(self.sys / "bus/pci/devices" / addr, d)
         if group is not None:

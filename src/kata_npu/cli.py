@@ -33,7 +33,7 @@ def _fast_list(argv: list[str]) -> int | None:
     cat = load_catalogue(paths)
     for p in cat.problems:
         warn(p)
-    rows = list_rows(paths, cat, all_functions=bool({"--all", "-a"} & set(args)))
+    rows = list_rows(paths, cat, all_functions=bool({"--all", "-a"} & set(args)), full=False)
     emit_json_rows([r.to_json() for r in rows])
     return 0
 

@@ -42,7 +42,7 @@ def list_cmd(
 ) -> None:
     """List accelerators (or --all functions): ids, model, driver, IOMMU group, /dev/vfio node, NUMA."""
     c: Ctx = ctx.obj
-    rows = list_rows(c.paths, c.catalogue, all_functions=all_)
+    rows = list_rows(c.paths, c.catalogue, all_functions=all_, full=False)
     if as_json:
         output.emit_json_rows([r.to_json() for r in rows])
         return

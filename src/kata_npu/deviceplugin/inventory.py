@@ -91,9 +91,14 @@ def _parent(sysfs_path: str) -> str:
 
 
 def scan(paths: HostPaths, catalogue: Catalogue, prefix: str, models: frozenset[str] | None = None) -> dict[int, GroupDevice]:
-    """Every group that holds a catalogued accelerator, keyed by group number, health judged now."""
+    """Every group that holds a catalogued accelerator, keyed by group number, health judged now.
+
+    The rows only pick the groups (group number, model, bridge or not: what a lean record has, see
+    sysfs.read_function); each picked group's members are then read whole (driver, vfio-dev,
+    NUMA node, sysfs path for the parent bridge).
+    """
     groups: dict[int, str] = {}
-    for row in list_rows(paths, catalogue):
+    for row in list_rows(paths, catalogue, full=False):
         f = row.function
         if f.iommu_group is None or row.model is None or f.is_bridge:
             continue

@@ -57,23 +57,26 @@ def iommufd_node_for(paths: HostPaths, f: PciFunction) -> str | None:
     return paths.strip(node) if os.path.exists(node) else None
 
 
-def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False) -> list[Row]:
+def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = False, full: bool = True) -> list[Row]:
+    """``full=False``: records with only what a row shows (sysfs.read_function), for `list` itself
+    and the device plugin's scan (which reads the groups it picks whole); the other callers
+    (doctor, bind's --all/--model selection) keep the default."""
     rows = []
     vendors = catalogue.vendors
     base = paths.pci_devices_str
-    for name in sysfs.list_address_names(paths):
+    for parts, name in sysfs.address_entries(paths):
         if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators
-        addr = PciAddress.parse(name)
-        if all_functions:  # every function is read whole: its config header gives the IDs too
-            f = sysfs.read_function(paths, addr)
+        addr = PciAddress(*parts)
+        if all_functions:  # every function is read, and that read gives the IDs too
+            f = sysfs.read_function(paths, addr, full=full)
             model = catalogue.lookup(f.vendor, f.device, f.class_code)
         else:
             ids = sysfs.read_ids(paths, addr)
             model = catalogue.lookup(ids.vendor, ids.device, ids.class_code)
             if model is None:
                 continue
-            f = sysfs.read_function(paths, addr, ids)
+            f = sysfs.read_function(paths, addr, ids, full=full)
         rows.append(Row(f, model, vfio_node_for(paths, f), iommufd_node_for(paths, f)))
     return rows
 

