@@ -5,8 +5,6 @@ Python 3.11 has no ``os.setns``; ``import ctypes`` plus ``CDLL(None)`` costs
 ~0.5 ms. Only int/long/unsigned long/char* arguments and char buffers are needed.
 """
 
-from __future__ import annotations
-
 import _ctypes
 
 

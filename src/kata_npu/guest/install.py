@@ -53,16 +53,17 @@ def script(python: str, entry: str, lib: str = "/" + LIB_DIR, config: str | None
     lines += ["from kata_npu.guest.hook import main"]
     if entry == "cdi":
         lines += ["sys.argv[1:] = ['cdi'] + sys.argv[1:]"]
-    # os._exit skips interpreter teardown (module GC, atexit): measurable on every container start.
+    # _exit skips interpreter teardown (module GC, atexit): measurable on every container start.
+    # posix, not os: the hook never imports os (guest/model.py).
     # It also skips flushing, so the buffered streams (usage, cdi output) are flushed first.
-    lines += ["import os",
+    lines += ["import posix",
               "try:",
               "    rc = main()",
               "except SystemExit as e:",
               "    rc = e.code if isinstance(e.code, int) else 1",
               "sys.stdout.flush()",
               "sys.stderr.flush()",
-              "os._exit(rc)", ""]
+              "posix._exit(rc)", ""]
     return "\n".join(lines)
 
 
