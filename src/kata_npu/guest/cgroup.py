@@ -153,11 +153,11 @@ def probe_v2(cgroup_dir: str, paths: list[str]) -> list[str]:
 
 
 def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
-          probe_paths: list[str] | None = None) -> list[str]:
+          probe_paths: "list[str] | Callable[[], list[str]] | None" = None) -> list[str]:
     """Admit ``rules`` for the container whose init is ``pid``; returns what was written.
 
-    ``probe_paths``: the guest's own nodes behind ``rules``, used on cgroup v2 to check
-    whether an attached device program already admits them.
+    ``probe_paths``: the guest's own nodes behind ``rules`` (or a function listing them: called
+    only on cgroup v2), used there to check whether an attached device program already admits them.
     """
     if not rules:
         return []
@@ -180,7 +180,8 @@ def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
     return []
 
 
-def allow_v2(cgroup_root: str, path: str, rules: list[str], probe_paths: list[str] | None) -> list[str]:
+def allow_v2(cgroup_root: str, path: str, rules: list[str],
+             probe_paths: "list[str] | Callable[[], list[str]] | None") -> list[str]:
     """Probe the container's cgroup; widen the device program on its own level if it denies.
 
     A program on an ancestor governs sibling cgroups too: that one we never rewrite.
@@ -189,6 +190,8 @@ def allow_v2(cgroup_root: str, path: str, rules: list[str], probe_paths: list[st
     attached = [lvl for lvl in [cgroup_root] + levels(cgroup_root, path) if bpf_device_programs(lvl)]
     if not attached:
         return []  # kata >= 3.14 guests: no device filter at all
+    if callable(probe_paths):
+        probe_paths = probe_paths()
     if probe_paths is None:
         raise HookError(f"cgroup v2: a device eBPF program is attached on {attached[-1]} and no nodes to probe")
     denied = probe_v2(own, probe_paths)

@@ -37,8 +37,8 @@ def run_hook(stdin_fd: int = 0) -> int:
         _wait_for_driver(cfg)
         found = discover.discover(cfg, pci=selection.wants_pci(container.env))
         edits = selection.select(found, container.env, cfg.no_driver)
-        probe = [f"{cfg.dev_root}/{n.path.rpartition('/')[2]}" for n in edits.nodes]
-        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules(), probe)
+        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules(),
+                               lambda: [f"{cfg.dev_root}/{n.path.rpartition('/')[2]}" for n in edits.nodes])
         counts = inject.apply_in_container(edits, container.rootfs, cfg.proc_root, container.pid)
     except HookError as e:
         return _fail(str(e), cfg, cid, container)
