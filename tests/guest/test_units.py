@@ -362,6 +362,42 @@ def test_installed_copy_imports_standalone(tmp_path):
     assert r.returncode == 0 and "kata-npu-hook" in r.stdout
 
 
+def test_installed_launcher_loads_every_module_from_the_bundle(tmp_path):
+    """The launcher's first step: every kata_npu module of the install comes from kata_npu.bundle (one read),
+    each as compiled from its .py beside it; without the bundle, or with one another Python version wrote,
+    the .pyc files serve as before."""
+    g = tmp_path / "guest"
+    install.install(str(g), python=sys.executable, check_python=False, seen_as=str(g))
+    lib = g / install.LIB_DIR
+    sources = sorted(str(p) for p in lib.rglob("*.py"))
+    launcher = (g / install.HOOK_DIR / install.HOOK_NAME).read_text()
+    boot = launcher[:launcher.index("from kata_npu.guest.hook import main")]
+    code = (boot + "import kata_npu.guest.hook, kata_npu.guest.cdi, kata_npu.fileio\n"
+            "for n in sorted(m for m in sys.modules if m.startswith('kata_npu')):\n"
+            "    m = sys.modules[n]\n"
+            "    print(n, getattr(m.__spec__.loader, '__name__', type(m.__spec__.loader).__name__), m.__file__)\n")
+
+    def run() -> dict[str, tuple[str, str]]:
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+        return {n: (loader, path) for n, loader, path in (line.split() for line in out.stdout.splitlines())}
+
+    seen = run()
+    assert {"kata_npu", "kata_npu.guest", "kata_npu.guest.hook", "kata_npu.guest.cdi", "kata_npu.fileio"} <= set(seen)
+    assert {loader for loader, _ in seen.values()} == {"Bundle"}
+    assert seen["kata_npu.guest.hook"][1] == str(lib / "kata_npu/guest/hook.py")
+    # Each entry is the code of a .py beside it, and every .py has one (read in a child: the bundle
+    # installs its finder in whatever process runs it).
+    table = (f"import marshal; ns = {{}}; exec(marshal.loads(open({str(lib / 'kata_npu.bundle')!r}, 'rb').read()[4:]), ns)\n"
+             "for _, path, code in ns['MODULES'].values(): print(path, marshal.loads(code).co_filename == path)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", table], capture_output=True, text=True, check=True).stdout
+    assert sorted(out.split("\n")[:-1]) == [f"{p} True" for p in sources]
+    blob = (lib / "kata_npu.bundle").read_bytes()
+    (lib / "kata_npu.bundle").write_bytes(b"\0\0\r\n" + blob[4:])  # written by another Python version
+    assert {loader for loader, _ in run().values()} == {"SourceFileLoader"}
+    (lib / "kata_npu.bundle").unlink()
+    assert {loader for loader, _ in run().values()} == {"SourceFileLoader"}
+
+
 def test_installed_launcher_keeps_the_exit_status(tmp_path):
     """The launcher leaves with os._exit: a failure must still exit 1 with its one-line error."""
     g = tmp_path / "guest"
