@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runcenv import MGMT, PROBE, PYTHON, Bundle, chip_numbers, make_bundle, parse_probe, runc_missing_reason
+from runcenv import MGMT, PROBE, PYTHON, SRC, Bundle, chip_numbers, make_bundle, parse_probe, runc_missing_reason
 
 from prereq import skip_or_fail
 
@@ -364,3 +364,50 @@ def test_hooks_tarball_unpacked_as_osbuilder_does_runs_under_runc(bundle, tmp_pa
     assert_all_chips(res)
     assert_driver_ro(res)
     assert bundle.status()["ok"] is True
+
+
+# ---------------------------------------------------------------- issue 15 goal 5: what a container start imports
+#: Everything a whole v1 run (8 chips, driver tree, cgroup rules, setns + mounts, report) may import beyond the
+#: interpreter's own start-up modules. No os/posixpath/stat/_collections_abc (~1.2 ms), no ctypes, struct, errno,
+#: pciaddr (no PCIDEVICE_*), bpfdev (v1). __future__ only through jsonlite (none of the hook's own modules has it).
+HOOK_RUN_MODULES = {
+    "kata_npu", "kata_npu.record", "kata_npu.fileio", "kata_npu.guest", "kata_npu.guest.hook",
+    "kata_npu.guest.model", "kata_npu.guest.config", "kata_npu.guest.state", "kata_npu.guest.discover",
+    "kata_npu.guest.selection", "kata_npu.guest.bringup", "kata_npu.guest.cgroup", "kata_npu.guest.inject",
+    "kata_npu.guest.ffi", "kata_npu.guest.report", "_json", "_ctypes", "_stat",
+}
+JSONLITE = {"kata_npu.jsonlite", "kata_npu.guest.jsonlite"}  # moving to kata_npu/ (shared with the host)
+
+
+def test_a_v1_run_imports_only_what_it_uses(bundle, tmp_path):
+    out = tmp_path / "modules"
+    code = (f"import sys; base = set(sys.modules); sys.path.insert(0, {SRC!r}); "
+            "from kata_npu.guest.hook import main; rc = main(); "
+            f"open({str(out)!r}, 'w').write(' '.join(sorted(set(sys.modules) - base))); sys.exit(rc)")
+    hook = bundle.module_hook()
+    hook["args"] = [PYTHON, "-I", "-S", "-c", code, "prestart"]
+    bundle.write_config(PROBE, hooks={"prestart": [hook]})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    assert_all_chips(parse_probe(r.stdout))  # the run did the whole job: nodes, cgroup rules, mounts
+    mods = set(out.read_text().split())
+    assert len(mods & JSONLITE) == 1
+    assert mods - JSONLITE - {"__future__"} == HOOK_RUN_MODULES
+
+
+def test_nested_driver_paths_mount_into_the_new_mount(bundle, tmp_path):
+    """Driver paths under another: after the outer bind mount, the next inner target is looked up in
+    that mount, not in the rootfs directory it now hides (the hook caches directory fds per run)."""
+    cfg = tmp_path / "hook.json"
+    cfg.write_text('{"driver_paths": ["/usr/local/Ascend/driver/lib64", "/usr/local/Ascend/driver", '
+                   '"/usr/local/Ascend/driver/include"]}')
+    bundle.write_config(PROBE, hooks={"prestart": [bundle.module_hook({"KATA_NPU_HOOK_CONFIG": str(cfg)})]})
+    r = bundle.run()
+    assert r.returncode == 0, r.stderr
+    res = parse_probe(r.stdout)
+    assert "ro" in res["mounts"]["/usr/local/Ascend/driver"]
+    assert "VERSION Version=24.1.rc2" in res["lines"]
+    st = bundle.status()
+    assert st["ok"] is True and st["mounts_created"] == 2, st  # include already shows, read-only, through driver
+    # The hidden rootfs directory below the outer mount point holds only lib64's mount point, made before it.
+    assert sorted(p.name for p in (bundle.rootfs / "usr/local/Ascend/driver").iterdir()) == ["lib64"]

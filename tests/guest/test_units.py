@@ -363,6 +363,42 @@ def test_installed_copy_imports_standalone(tmp_path):
     assert r.returncode == 0 and "kata-npu-hook" in r.stdout
 
 
+def test_installed_launcher_loads_every_module_from_the_bundle(tmp_path):
+    """The launcher's first step: every kata_npu module of the install comes from kata_npu.bundle (one read),
+    each as compiled from its .py beside it; without the bundle, or with one another Python version wrote,
+    the .pyc files serve as before."""
+    g = tmp_path / "guest"
+    install.install(str(g), python=sys.executable, check_python=False, seen_as=str(g))
+    lib = g / install.LIB_DIR
+    sources = sorted(str(p) for p in lib.rglob("*.py"))
+    launcher = (g / install.HOOK_DIR / install.HOOK_NAME).read_text()
+    boot = launcher[:launcher.index("from kata_npu.guest.hook import main")]
+    code = (boot + "import kata_npu.guest.hook, kata_npu.guest.cdi, kata_npu.fileio\n"
+            "for n in sorted(m for m in sys.modules if m.startswith('kata_npu')):\n"
+            "    m = sys.modules[n]\n"
+            "    print(n, getattr(m.__spec__.loader, '__name__', type(m.__spec__.loader).__name__), m.__file__)\n")
+
+    def run() -> dict[str, tuple[str, str]]:
+        out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
+        return {n: (loader, path) for n, loader, path in (line.split() for line in out.stdout.splitlines())}
+
+    seen = run()
+    assert {"kata_npu", "kata_npu.guest", "kata_npu.guest.hook", "kata_npu.guest.cdi", "kata_npu.fileio"} <= set(seen)
+    assert {loader for loader, _ in seen.values()} == {"Bundle"}
+    assert seen["kata_npu.guest.hook"][1] == str(lib / "kata_npu/guest/hook.py")
+    # Each entry is the code of a .py beside it, and every .py has one (read in a child: the bundle
+    # installs its finder in whatever process runs it).
+    table = (f"import marshal; ns = {{}}; exec(marshal.loads(open({str(lib / 'kata_npu.bundle')!r}, 'rb').read()[4:]), ns)\n"
+             "for _, path, code in ns['MODULES'].values(): print(path, marshal.loads(code).co_filename == path)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", table], capture_output=True, text=True, check=True).stdout
+    assert sorted(out.split("\n")[:-1]) == [f"{p} True" for p in sources]
+    blob = (lib / "kata_npu.bundle").read_bytes()
+    (lib / "kata_npu.bundle").write_bytes(b"\0\0\r\n" + blob[4:])  # written by another Python version
+    assert {loader for loader, _ in run().values()} == {"SourceFileLoader"}
+    (lib / "kata_npu.bundle").unlink()
+    assert {loader for loader, _ in run().values()} == {"SourceFileLoader"}
+
+
 def test_installed_launcher_keeps_the_exit_status(tmp_path):
     """The launcher leaves with os._exit: a failure must still exit 1 with its one-line error."""
     g = tmp_path / "guest"
@@ -390,15 +426,49 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_hook_import_path_is_lean():
-    """No typer/rich/jinja2/yaml, and none of re/enum/dataclasses/json/inspect (ms each at every start)."""
+    """No typer/rich/jinja2/yaml, none of re/enum/dataclasses/json/inspect (ms each at every start), and not
+    even os (with posixpath, stat, _collections_abc: ~1.2 ms); ctypes/errno/pciaddr only on their branches."""
     code = (f"import sys; sys.path.insert(0, {SRC!r}); import kata_npu.guest.hook as h; "
             "from kata_npu.guest import cgroup, config, discover, inject, report, selection, state; "
             "print(' '.join(sorted(sys.modules)))")
     mods = _modules_after(code)
     assert "kata_npu.guest.inject" in mods
     banned = {"typer", "rich", "jinja2", "yaml", "re", "enum", "dataclasses", "json", "inspect", "socket",
-              "signal", "ctypes"}
+              "signal", "ctypes", "os", "posixpath", "stat", "_collections_abc", "struct", "errno", "_ctypes",
+              "kata_npu.pciaddr", "kata_npu.guest.ffi", "kata_npu.guest.bpfdev"}
     assert mods & banned == set()
+
+
+def _cgroup_modules(tmp_path, proc_cgroup: str) -> tuple[str, set[str]]:
+    """Modules a fresh -I -S interpreter holds after cgroup.allow() on a fake tree (outcome printed first)."""
+    proc = tmp_path / "proc/42"
+    proc.mkdir(parents=True)
+    (proc / "cgroup").write_text(proc_cgroup)
+    lvl = tmp_path / "cg/devices/p"
+    lvl.mkdir(parents=True)
+    (lvl / "devices.list").write_text("c 1:3 rwm\n")
+    (lvl / "devices.allow").write_text("")
+    (tmp_path / "cg/p").mkdir()
+    code = (f"import sys; sys.path.insert(0, {SRC!r}); from kata_npu.guest import cgroup, model\n"
+            f"try: print(cgroup.allow({str(tmp_path / 'proc')!r}, {str(tmp_path / 'cg')!r}, 42, ['c 1:1 rwm'], "
+            f"['/dev/null']))\nexcept model.HookError as e: print('HookError', e)\n"
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True).stdout
+    first, mods = out.splitlines()
+    return first, set(mods.split())
+
+
+def test_cgroup_v1_and_v2_paths_import_only_their_own(tmp_path):
+    """v1 writes devices.allow with built-ins only; v2 queries the device programs through bpfdev/ffi's raw
+    ``_ctypes`` (never ctypes), ``_struct`` (not struct) and still no os."""
+    first, mods = _cgroup_modules(tmp_path / "v1", "3:devices:/p\n")
+    assert first == repr([f"{tmp_path / 'v1/cg/devices/p'}: c 1:1 rwm"])  # written: the v1 path ran
+    assert mods & {"kata_npu.guest.bpfdev", "kata_npu.guest.ffi", "_ctypes", "_struct", "ctypes", "struct",
+                   "os", "errno"} == set()
+    first, mods = _cgroup_modules(tmp_path / "v2", "0::/p\n")
+    assert first.startswith("HookError") and "BPF_PROG_QUERY" in first  # a plain directory is no cgroup
+    assert {"kata_npu.guest.bpfdev", "kata_npu.guest.ffi", "_ctypes", "_struct"} <= mods
+    assert mods & {"ctypes", "struct", "os", "errno"} == set()
 
 
 # ---------------------------------------------------------------- issue 11 item 8: entry point and install

@@ -13,10 +13,8 @@ change. The syscall goes through ffi.py's raw ``_ctypes`` (``import ctypes``
 would cost ~7 ms on every cgroup v2 container start, where programs are queried).
 """
 
-from __future__ import annotations
-
-import os
-import struct
+import _struct as struct  # what ``struct`` re-exports, without its module
+import posix
 
 from . import ffi
 from .model import HookError
@@ -131,15 +129,15 @@ def check_reloadable(insns: list[Insn]) -> None:
 
 class _Bpf:
     def __init__(self) -> None:
-        nr = _SYSCALL_NR.get(os.uname().machine)
+        nr = _SYSCALL_NR.get(posix.uname().machine)
         if nr is None:
-            raise HookError(f"cgroup v2: bpf syscall number unknown for {os.uname().machine}")
+            raise HookError(f"cgroup v2: bpf syscall number unknown for {posix.uname().machine}")
         self.nr = nr
 
     def __call__(self, cmd: int, attr, what: str) -> int:
         rc, err = ffi.syscall(self.nr, cmd, ffi.address(attr), _ATTR_SIZE)
         if rc < 0:
-            raise HookError(f"cgroup v2: {what} failed: {os.strerror(err)}")
+            raise HookError(f"cgroup v2: {what} failed: {posix.strerror(err)}")
         return rc
 
 
@@ -164,11 +162,11 @@ _addr = ffi.address
 def programs(cgroup_dir: str) -> list[int]:
     """Ids of the device programs attached directly to ``cgroup_dir``."""
     bpf = _bpf()
-    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = posix.open(cgroup_dir, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     try:
         return query(bpf, fd)[1]
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def query(bpf: _Bpf, cgroup_fd: int) -> tuple[int, list[int]]:
@@ -232,7 +230,7 @@ def widen(cgroup_dir: str, rules: list[str]) -> list[str]:
         return []
     prefix = allow_prefix(rules)
     bpf = _bpf()
-    cg = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    cg = posix.open(cgroup_dir, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
     done = []
     try:
         flags, ids = query(bpf, cg)
@@ -254,10 +252,10 @@ def widen(cgroup_dir: str, rules: list[str]) -> list[str]:
                         attr = _attr("=IIIII", cg, new, BPF_CGROUP_DEVICE, flags, 0)
                     bpf(BPF_PROG_ATTACH, attr, f"BPF_PROG_ATTACH replacing program {pid} on {cgroup_dir}")
                 finally:
-                    os.close(new)  # the cgroup holds its own reference once attached
+                    posix.close(new)  # the cgroup holds its own reference once attached
             finally:
-                os.close(old)
+                posix.close(old)
             done.append(f"{cgroup_dir}: device program {pid} widened for {', '.join(rules)}")
     finally:
-        os.close(cg)
+        posix.close(cg)
     return done

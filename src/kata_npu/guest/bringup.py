@@ -7,9 +7,7 @@ functions, the driver is still bringing chips up: wait (bounded). absent, failed
 or no status file: no wait, discovery reports what is there.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import time
 
 WAIT_S = 8.0  # under kata's 10 s hook timeout, leaving time for the injection itself
@@ -17,7 +15,7 @@ WAIT_S = 8.0  # under kata's 10 s hook timeout, leaving time for the injection i
 
 def read_status(run_dir: str) -> dict[str, str]:
     try:
-        with open(os.path.join(run_dir, "driver.status")) as f:
+        with open(f"{run_dir}/driver.status") as f:
             return dict(line.strip().partition("=")[::2] for line in f if "=" in line)
     except OSError:
         return {}
@@ -25,7 +23,7 @@ def read_status(run_dir: str) -> dict[str, str]:
 
 def _chips(dev_root: str) -> int:
     try:
-        return sum(1 for n in os.listdir(dev_root) if n.startswith("davinci") and n[7:].isdigit())
+        return sum(1 for n in posix.listdir(dev_root) if n.startswith("davinci") and n[7:].isdigit())
     except OSError:
         return 0
 

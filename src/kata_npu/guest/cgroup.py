@@ -6,11 +6,10 @@ eBPF program that denies the nodes is widened on the container's own level
 (bpfdev.py); one on an ancestor is refused (see docs/guest-hook.md).
 """
 
-from __future__ import annotations
+import posix
+from _stat import S_ISDIR
 
-import os
-
-from .model import HookError
+from .model import HookError, normpath
 
 
 def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
@@ -28,74 +27,81 @@ def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
     return v1, v2
 
 
-def _covers(entry: str, kind: str, major: int, minor: int, access: str) -> bool:
-    try:
-        etype, nums, eacc = entry.split()
-        emaj, emin = nums.split(":")
-    except ValueError:
-        return False
-    return ((etype == "a" or etype == kind)
-            and (emaj == "*" or emaj == str(major))
-            and (emin == "*" or emin == str(minor))
-            and access in eacc)
+def _entries(devices_list: str) -> list[tuple[str, str, str, str]]:
+    """(type, major, minor, access) of each well-formed devices.list line."""
+    out = []
+    for line in devices_list.split("\n"):
+        try:
+            etype, nums, eacc = line.split()
+            emaj, emin = nums.split(":")
+        except ValueError:
+            continue
+        out.append((etype, emaj, emin, eacc))
+    return out
+
+
+def _allowed(entries: list[tuple[str, str, str, str]], rule: str) -> bool:
+    kind, nums, access = rule.split()
+    major, minor = nums.split(":")
+    major, minor = str(int(major)), str(int(minor))
+    return all(any((t == "a" or t == kind) and (ma == "*" or ma == major) and (mi == "*" or mi == minor)
+                   and a in acc for t, ma, mi, acc in entries) for a in access)
 
 
 def rule_allowed(devices_list: str, rule: str) -> bool:
     """True when the lines of devices.list already grant every access letter of ``rule``."""
-    kind, nums, access = rule.split()
-    major, minor = (int(x) for x in nums.split(":"))
-    entries = devices_list.split("\n")
-    return all(any(_covers(e, kind, major, minor, a) for e in entries) for a in access)
+    return _allowed(_entries(devices_list), rule)
 
 
 def levels(mount: str, path: str) -> list[str]:
     """Cgroup dirs from the shallowest non-root level down to the container's own."""
-    out, cur = [], mount
+    out, cur = [], mount.rstrip("/")
     for comp in [c for c in path.split("/") if c]:
-        cur = os.path.join(cur, comp)
+        cur = f"{cur}/{comp}"
         out.append(cur)
     return out
 
 
 def _read(path: str) -> str:
-    """A small kernel file with one os.read loop: no TextIOWrapper/BufferedReader per file."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    """A small kernel file with one read loop: no TextIOWrapper/BufferedReader per file."""
+    fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     try:
         chunks = []
         while True:
-            b = os.read(fd, 65536)
+            b = posix.read(fd, 65536)
             if not b:
                 return b"".join(chunks).decode()
             chunks.append(b)
     finally:
-        os.close(fd)
-
-
-def _write(path: str, text: str) -> None:
-    """One write(2) of ``text``: cgroup control files take one rule per write."""
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def allow_v1(mount: str, path: str, rules: list[str]) -> list[str]:
-    """Write missing rules into each restricting level; returns the writes done."""
+    """Write missing rules into each restricting level; returns the writes done.
+
+    devices.allow takes one rule per write(2); one open per level serves all of them.
+    """
     done = []
     for level in levels(mount, path):
         try:
-            current = _read(os.path.join(level, "devices.list"))
+            current = _entries(_read(f"{level}/devices.list"))
         except OSError as e:
             raise HookError(f"cannot read {level}/devices.list: {e.strerror}") from None
-        for rule in rules:
-            if rule_allowed(current, rule):
-                continue
-            try:
-                _write(os.path.join(level, "devices.allow"), rule)
-            except OSError as e:
-                raise HookError(f"cannot allow '{rule}' in {level}: {e.strerror}") from None
-            done.append(f"{level}: {rule}")
+        fd = None
+        try:
+            for rule in rules:
+                if _allowed(current, rule):
+                    continue
+                try:
+                    if fd is None:
+                        fd = posix.open(f"{level}/devices.allow", posix.O_WRONLY | posix.O_CLOEXEC)
+                    posix.write(fd, rule.encode())
+                except OSError as e:
+                    raise HookError(f"cannot allow '{rule}' in {level}: {e.strerror}") from None
+                done.append(f"{level}: {rule}")
+        finally:
+            if fd is not None:
+                posix.close(fd)
     return done
 
 
@@ -112,46 +118,46 @@ def probe_v2(cgroup_dir: str, paths: list[str]) -> list[str]:
     The device program is only consulted on a real open (not O_PATH), so the child
     opens each node read-only, non-blocking, and closes it at once.
     """
-    r, w = os.pipe()
-    child = os.fork()
+    r, w = posix.pipe()
+    child = posix.fork()
     if child == 0:  # pragma: no cover - exercised in the cgroup v2 VM test
-        os.close(r)
+        posix.close(r)
         out = []
         try:
-            with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
-                f.write(str(os.getpid()))
+            with open(f"{cgroup_dir}/cgroup.procs", "w") as f:
+                f.write(str(posix.getpid()))
             for p in paths:
                 try:
-                    os.close(os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC))
+                    posix.close(posix.open(p, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_NOCTTY | posix.O_CLOEXEC))
                 except PermissionError:
                     out.append(p)
                 except OSError:
                     pass
-            os.write(w, "\n".join(out).encode())
-            os._exit(0)
+            posix.write(w, "\n".join(out).encode())
+            posix._exit(0)
         except BaseException as e:  # noqa: BLE001
-            os.write(w, f"{type(e).__name__}: {e}".encode()[:2000])
-            os._exit(1)
-    os.close(w)
+            posix.write(w, f"{type(e).__name__}: {e}".encode()[:2000])
+            posix._exit(1)
+    posix.close(w)
     data = b""
     while True:
-        b = os.read(r, 65536)
+        b = posix.read(r, 65536)
         if not b:
             break
         data += b
-    os.close(r)
-    _, status = os.waitpid(child, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    posix.close(r)
+    _, status = posix.waitpid(child, 0)
+    if posix.waitstatus_to_exitcode(status) != 0:
         raise HookError(f"cgroup v2: probing device access in {cgroup_dir} failed: {data.decode(errors='replace')}")
     return [p for p in data.decode().split("\n") if p]
 
 
 def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
-          probe_paths: list[str] | None = None) -> list[str]:
+          probe_paths: "list[str] | Callable[[], list[str]] | None" = None) -> list[str]:
     """Admit ``rules`` for the container whose init is ``pid``; returns what was written.
 
-    ``probe_paths``: the guest's own nodes behind ``rules``, used on cgroup v2 to check
-    whether an attached device program already admits them.
+    ``probe_paths``: the guest's own nodes behind ``rules`` (or a function listing them: called
+    only on cgroup v2), used there to check whether an attached device program already admits them.
     """
     if not rules:
         return []
@@ -161,8 +167,12 @@ def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
         raise HookError(f"cannot read {proc_root}/{pid}/cgroup: {e.strerror}") from None
     v1, v2 = parse_proc_cgroup(text)
     if v1 is not None:
-        mount = os.path.join(cgroup_root, "devices")
-        if not os.path.isdir(mount):
+        mount = f"{cgroup_root.rstrip('/')}/devices"
+        try:
+            is_dir = S_ISDIR(posix.stat(mount).st_mode)
+        except OSError:
+            is_dir = False
+        if not is_dir:
             raise HookError(f"cgroup v1 devices hierarchy not found at {mount}")
         return allow_v1(mount, v1, rules)
     if v2 is not None:
@@ -170,21 +180,24 @@ def allow(proc_root: str, cgroup_root: str, pid: int, rules: list[str],
     return []
 
 
-def allow_v2(cgroup_root: str, path: str, rules: list[str], probe_paths: list[str] | None) -> list[str]:
+def allow_v2(cgroup_root: str, path: str, rules: list[str],
+             probe_paths: "list[str] | Callable[[], list[str]] | None") -> list[str]:
     """Probe the container's cgroup; widen the device program on its own level if it denies.
 
     A program on an ancestor governs sibling cgroups too: that one we never rewrite.
     """
-    own = os.path.join(cgroup_root, path.lstrip("/"))
+    own = normpath(f"{cgroup_root}/{path}")
     attached = [lvl for lvl in [cgroup_root] + levels(cgroup_root, path) if bpf_device_programs(lvl)]
     if not attached:
         return []  # kata >= 3.14 guests: no device filter at all
+    if callable(probe_paths):
+        probe_paths = probe_paths()
     if probe_paths is None:
         raise HookError(f"cgroup v2: a device eBPF program is attached on {attached[-1]} and no nodes to probe")
     denied = probe_v2(own, probe_paths)
     if not denied:
         return []
-    if os.path.normpath(attached[-1]) != os.path.normpath(own):
+    if normpath(attached[-1]) != own:
         raise HookError(f"cgroup v2: the device eBPF program on {attached[-1]} (an ancestor of the container's "
                         f"cgroup) denies {', '.join(denied)}; kata-npu-hook only widens the container's own program")
     from . import bpfdev

@@ -5,9 +5,8 @@ The hook's own environment is empty under kata (no PATH), so defaults must
 be complete on their own.
 """
 
-from __future__ import annotations
-
-import os
+import posix
+import sys
 
 from .. import jsonlite
 from .model import HookError, dataclass, field
@@ -90,17 +89,28 @@ def apply_env(cfg: HookConfig, env) -> HookConfig:
     return cfg
 
 
+def process_env() -> dict[str, str]:
+    """The process environment without importing ``os`` (see model.py): ``os.environ`` when the
+    process already has it (a host command, tests: it follows putenv), else posix's copy decoded as
+    ``os`` decodes it. The hook's own environment is empty under kata."""
+    os = sys.modules.get("os")
+    if os is not None:
+        return os.environ
+    enc = sys.getfilesystemencoding()
+    return {k.decode(enc, "surrogateescape"): v.decode(enc, "surrogateescape") for k, v in posix.environ.items()}
+
+
 def for_reporting() -> HookConfig:
     """Config to report a failure with, even when the config file itself is the failure."""
     try:
         return load()
     except HookError:
-        return apply_env(HookConfig(), os.environ)
+        return apply_env(HookConfig(), process_env())
 
 
 def load(path: str | None = None, environ: dict[str, str] | None = None) -> HookConfig:
     """Read the config file (absent = defaults), then apply KATA_NPU_* overrides."""
-    env = os.environ if environ is None else environ
+    env = process_env() if environ is None else environ
     path = path or env.get("KATA_NPU_HOOK_CONFIG") or CONFIG_PATH
     cfg = HookConfig()
     try:

@@ -1,13 +1,11 @@
 """Find the NPU nodes and driver files the guest has (NVIDIA-toolkit style "discoverers")."""
 
-from __future__ import annotations
+import posix
+from _stat import S_ISBLK, S_ISCHR, S_ISDIR
 
-import os
-import stat
-
-from ..pciaddr import is_canonical
 from .config import MANAGEMENT_PREFIXES, HookConfig
-from .model import Chip, DeviceNode, Discovery, HookError, Mount
+from .model import Chip, DeviceNode, Discovery, HookError, Mount, normpath
+
 
 def davinci_index(name: str) -> int | None:
     """N for ``davinciN`` (ASCII digits only), else None. No ``re``: it costs ms at import."""
@@ -18,61 +16,70 @@ def davinci_index(name: str) -> int | None:
 
 
 def is_bdf(text: str) -> bool:
-    """``dddd:bb:dd.f`` in lower-case hex (the one parser: kata_npu.pciaddr)."""
+    """``dddd:bb:dd.f`` in lower-case hex (the one parser: kata_npu.pciaddr, imported when a BDF shows up)."""
+    from ..pciaddr import is_canonical
+
     return is_canonical(text)
 
 
 def _node(dev_root: str, name: str, mode: int) -> DeviceNode | None:
     """A DeviceNode from stat() of dev_root/name, or None if absent / not a device."""
     try:
-        st = os.stat(os.path.join(dev_root, name), follow_symlinks=False)
+        st = posix.stat(f"{dev_root}/{name}", follow_symlinks=False)
     except FileNotFoundError:
         return None
-    if stat.S_ISCHR(st.st_mode):
+    if S_ISCHR(st.st_mode):
         kind = "c"
-    elif stat.S_ISBLK(st.st_mode):
+    elif S_ISBLK(st.st_mode):
         kind = "b"
     else:
         return None
-    return DeviceNode("/dev/" + name, kind, os.major(st.st_rdev), os.minor(st.st_rdev), mode)
+    return DeviceNode("/dev/" + name, kind, posix.major(st.st_rdev), posix.minor(st.st_rdev), mode)
 
 
 def _pci_of(sys_root: str, node: DeviceNode) -> str | None:
-    """Guest BDF behind a char device, via /sys/dev/char/M:m/device, when the driver links it."""
-    link = os.path.join(sys_root, "dev", "char" if node.kind == "c" else "block",
-                        f"{node.major}:{node.minor}", "device")
+    """Guest BDF behind a char device: the name /sys/dev/char/M:m/device links to, when the driver links it."""
+    link = f"{sys_root}/dev/{'char' if node.kind == 'c' else 'block'}/{node.major}:{node.minor}/device"
     try:
-        name = os.path.basename(os.path.realpath(link, strict=True))
+        name = posix.readlink(link).rpartition("/")[2]  # the link names the PCI function's directory
     except OSError:
         return None
     return name if is_bdf(name) else None
 
 
-def chips(cfg: HookConfig) -> list[Chip]:
+def _listing(cfg: HookConfig) -> list[str]:
     try:
-        names = os.listdir(cfg.dev_root)
+        return posix.listdir(cfg.dev_root)
     except OSError as e:
         raise HookError(f"cannot list device root {cfg.dev_root}: {e.strerror}") from None
+
+
+def chips(cfg: HookConfig, names: list[str] | None = None, pci: bool = True) -> list[Chip]:
+    """``davinciN`` device nodes of ``cfg.dev_root`` (``names``: its listing, when already read);
+    ``pci``: also the BDF each node links to (a sysfs readlink per chip, only PCIDEVICE_* needs it)."""
     out = []
-    for name in names:
+    for name in _listing(cfg) if names is None else names:
         index = davinci_index(name)
         if index is None:
             continue
         node = _node(cfg.dev_root, name, cfg.node_mode)
         if node is not None:
-            out.append(Chip(index, node, _pci_of(cfg.sys_root, node)))
+            out.append(Chip(index, node, _pci_of(cfg.sys_root, node) if pci else None))
     return sorted(out, key=lambda c: c.index)
 
 
-def management(cfg: HookConfig) -> list[DeviceNode]:
-    names = list(cfg.management_nodes)
-    try:
-        listing = sorted(os.listdir(cfg.dev_root))
-    except OSError:
-        listing = []
-    names += [n for n in listing if n.startswith(MANAGEMENT_PREFIXES) and n not in names]
+def management(cfg: HookConfig, names: list[str] | None = None) -> list[DeviceNode]:
+    """The configured management nodes present, then ``vdavinci*``; only listed names are stat()ed."""
+    if names is None:
+        try:
+            names = posix.listdir(cfg.dev_root)
+        except OSError:
+            names = []
+    present = set(names)
+    wanted = [n for n in cfg.management_nodes if n in present]
+    wanted += sorted(n for n in present if n.startswith(MANAGEMENT_PREFIXES) and n not in wanted)
     out = []
-    for name in names:
+    for name in wanted:
         node = _node(cfg.dev_root, name, cfg.node_mode)
         if node is not None:
             out.append(node)
@@ -80,25 +87,36 @@ def management(cfg: HookConfig) -> list[DeviceNode]:
 
 
 def driver_mounts(cfg: HookConfig) -> list[Mount]:
-    """Driver paths present under driver_root; a symlinked source is refused unless allow_link."""
+    """Driver paths present under driver_root; a symlinked source is refused unless allow_link.
+
+    One open (following links) per path: its fd gives the type, the identity the mount later
+    checks, and, through /proc/self/fd, the resolved path (no lstat per component as realpath).
+    """
     out = []
+    root = cfg.driver_root.rstrip("/")
     for path in cfg.driver_paths:
-        source = os.path.join(cfg.driver_root, path.lstrip("/"))
+        source = f"{root}/{path.lstrip('/')}"
         try:
-            st = os.stat(source)
+            fd = posix.open(source, posix.O_PATH | posix.O_CLOEXEC)
         except FileNotFoundError:
             continue
         except OSError as e:
             raise HookError(f"driver path {source}: {e.strerror}") from None
-        real = os.path.realpath(source)
-        if real != os.path.normpath(source):
+        try:
+            st = posix.fstat(fd)
+            real = posix.readlink(f"{cfg.proc_root}/self/fd/{fd}")
+        finally:
+            posix.close(fd)
+        if real != normpath(source):
             if not cfg.allow_link:
                 raise HookError(f"driver path {source} resolves to {real} through a symlink "
                                 f"(set allow_link to accept it)")
             source = real
-        out.append(Mount(source, path, stat.S_ISDIR(st.st_mode)))
+        out.append(Mount(source, path, S_ISDIR(st.st_mode), (st.st_dev, st.st_ino)))
     return out
 
 
-def discover(cfg: HookConfig) -> Discovery:
-    return Discovery(chips(cfg), management(cfg), [] if cfg.no_driver else driver_mounts(cfg))
+def discover(cfg: HookConfig, pci: bool = True) -> Discovery:
+    """Chips, management nodes and driver mounts, from one listing of the device root."""
+    names = _listing(cfg)
+    return Discovery(chips(cfg, names, pci), management(cfg, names), [] if cfg.no_driver else driver_mounts(cfg))

@@ -5,8 +5,6 @@ Python 3.11 has no ``os.setns``; ``import ctypes`` plus ``CDLL(None)`` costs
 ~0.5 ms. Only int/long/unsigned long/char* arguments and char buffers are needed.
 """
 
-from __future__ import annotations
-
 import _ctypes
 
 
@@ -16,7 +14,6 @@ def _simple(name: str, code: str) -> type:
 
 
 c_int, c_ulong, c_char_p = _simple("c_int", "i"), _simple("c_ulong", "L"), _simple("c_char_p", "z")
-c_long, c_uint, c_char = _simple("c_long", "l"), _simple("c_uint", "I"), _simple("c_char", "c")
 
 
 class _Func(_ctypes.CFuncPtr):
@@ -33,11 +30,6 @@ class _Lib:
     _handle = _ctypes.dlopen(None, _RTLD_NOW)
 
 
-class _LongFunc(_ctypes.CFuncPtr):
-    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-    _restype_ = c_long
-
-
 def _func(name: str, argtypes: tuple, kind: type = _Func):
     f = kind((name, _Lib))
     f.argtypes = argtypes
@@ -46,9 +38,23 @@ def _func(name: str, argtypes: tuple, kind: type = _Func):
 
 _setns = _func("setns", (c_int, c_int))
 _mount = _func("mount", (c_char_p, c_char_p, c_char_p, c_ulong, c_char_p))
-_syscall = _func("syscall", (c_long, c_int, c_ulong, c_uint), _LongFunc)
-_inotify_init1 = _func("inotify_init1", (c_int,))
-_inotify_add_watch = _func("inotify_add_watch", (c_int, c_char_p, c_uint))
+_MORE: dict[str, object] = {}
+
+
+def _more(name: str):
+    """The types and functions only bpf(2) (cgroup v2) and inotify (device plugin) use, made on first
+    use: a container start on cgroup v1 calls setns and mount only, and each type costs a class."""
+    if not _MORE:
+        c_long, c_uint = _simple("c_long", "l"), _simple("c_uint", "I")
+        long_func = type("_LongFunc", (_ctypes.CFuncPtr,), {"_flags_": _Func._flags_, "_restype_": c_long})
+        _MORE.update(
+            c_char=_simple("c_char", "c"),
+            syscall=_func("syscall", (c_long, c_int, c_ulong, c_uint), long_func),
+            inotify_init1=_func("inotify_init1", (c_int,)),
+            inotify_add_watch=_func("inotify_add_watch", (c_int, c_char_p, c_uint)))
+    return _MORE[name]
+
+
 _ARRAYS: dict[int, type] = {}
 
 
@@ -56,7 +62,8 @@ def buffer(size: int, data: bytes = b""):
     """A zeroed, writable char[size] the kernel may fill (``.raw`` to read, ``address()`` to pass)."""
     cls = _ARRAYS.get(size)
     if cls is None:
-        cls = _ARRAYS[size] = type(f"c_char_Array_{size}", (_ctypes.Array,), {"_type_": c_char, "_length_": size})
+        cls = _ARRAYS[size] = type(f"c_char_Array_{size}", (_ctypes.Array,),
+                                   {"_type_": _more("c_char"), "_length_": size})
     buf = cls()
     if data:
         buf.raw = data
@@ -69,7 +76,7 @@ def address(buf) -> int:
 
 def syscall(nr: int, cmd: int, arg: int, size: int) -> tuple[int, int]:
     """(return value, errno) of ``syscall(nr, cmd, arg, size)``, e.g. bpf(2)."""
-    rc = _syscall(nr, cmd, arg, size)
+    rc = _more("syscall")(nr, cmd, arg, size)
     return rc, (_ctypes.get_errno() if rc < 0 else 0)
 
 
@@ -85,11 +92,11 @@ def mount(source: bytes | None, target: bytes, fstype: bytes | None, flags: int,
 
 def inotify_init1(flags: int) -> tuple[int, int]:
     """(fd or -1, errno): Python has no inotify binding (the device plugin watches sysfs/dev with it)."""
-    fd = _inotify_init1(flags)
+    fd = _more("inotify_init1")(flags)
     return fd, (_ctypes.get_errno() if fd < 0 else 0)
 
 
 def inotify_add_watch(fd: int, path: bytes, mask: int) -> tuple[int, int]:
     """(watch descriptor or -1, errno)."""
-    wd = _inotify_add_watch(fd, path, mask)
+    wd = _more("inotify_add_watch")(fd, path, mask)
     return wd, (_ctypes.get_errno() if wd < 0 else 0)

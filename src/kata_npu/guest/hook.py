@@ -2,12 +2,11 @@
 
 Kata runs it with an empty environment, argv ``[name, "prestart"]``, a 10 s
 timeout, and (since 3.1.0) ignores its exit status; runc refuses the container
-when it exits non-zero. Imports: stdlib only, nothing heavy (measured in bench/).
+when it exits non-zero. Imports: stdlib built-ins only, not even ``os`` (see model.py;
+measured in bench/, asserted in tests/guest/test_units.py).
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 
 from .model import HookError, UsageError
@@ -36,10 +35,10 @@ def run_hook(stdin_fd: int = 0) -> int:
         cfg = config.load()
         strict = cfg.strict or container.env.get("KATA_NPU_HOOK_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
         _wait_for_driver(cfg)
-        found = discover.discover(cfg)
+        found = discover.discover(cfg, pci=selection.wants_pci(container.env))
         edits = selection.select(found, container.env, cfg.no_driver)
-        probe = [os.path.join(cfg.dev_root, os.path.basename(n.path)) for n in edits.nodes]
-        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules(), probe)
+        written = cgroup.allow(cfg.proc_root, cfg.cgroup_root, container.pid, edits.cgroup_rules(),
+                               lambda: [f"{cfg.dev_root}/{n.path.rpartition('/')[2]}" for n in edits.nodes])
         counts = inject.apply_in_container(edits, container.rootfs, cfg.proc_root, container.pid)
     except HookError as e:
         return _fail(str(e), cfg, cid, container)
@@ -76,7 +75,7 @@ def _fail(msg: str, cfg, cid, container) -> int:
     if strict:
         # Kata ≥ 3.1 would start the container anyway: stop its init so a half-equipped one never runs.
         try:
-            os.kill(container.pid, 9)  # SIGKILL; `signal` would import enum
+            posix.kill(container.pid, 9)  # SIGKILL; `signal` would import enum
             killed = True
         except OSError:
             pass
@@ -89,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     args = argv[1:]
     cmd = args[0] if args else "prestart"
-    old_umask = os.umask(UMASK)
+    old_umask = posix.umask(UMASK)
     try:
         if cmd in ("prestart", "createRuntime", "createContainer"):
             if len(args) > 1 and args[1] in ("-h", "--help"):
                 sys.stdout.write(USAGE)
                 return 0
-            if os.isatty(0):
+            if posix.isatty(0):
                 # A person typed it: reading the OCI state from the terminal would wait forever.
                 sys.stderr.write("kata-npu-hook: stdin is a terminal; this is an OCI hook that reads the "
                                  "container state on stdin (see kata-npu-hook --help)\n")
@@ -118,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        os.umask(old_umask)
+        posix.umask(old_umask)
 
 
 if __name__ == "__main__":

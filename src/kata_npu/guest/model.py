@@ -2,11 +2,24 @@
 
 Planning produces an :class:`Edits`; applying it is a separate step, so tests
 can check the plan without root and the applier has no policy in it.
+
+The hook's modules use ``posix`` and ``_stat``, never ``os``: ``import os`` (with
+``posixpath``, ``stat`` and ``_collections_abc``) costs ~1.2 ms per container start,
+more than all the hook's own work (bench/bench_hook.py). Hence no ``from __future__``
+either (one more module); annotations here are plain 3.11 expressions.
 """
 
-from __future__ import annotations
-
 from ..record import dataclass, field  # noqa: F401 - config.py takes them from here
+
+try:
+    from posix import _path_normpath as _normpath  # what os.path.normpath calls (CPython 3.11+)
+except ImportError:  # pragma: no cover - other interpreters
+    from os.path import normpath as _normpath
+
+
+def normpath(path: str) -> str:
+    """``os.path.normpath`` without importing ``os``."""
+    return _normpath(path) or "."
 
 
 class HookError(Exception):
@@ -49,6 +62,7 @@ class Mount:
     source: str  # host (guest VM) path
     target: str  # container path
     is_dir: bool
+    ident: tuple[int, int] | None = None  # (st_dev, st_ino) of source at discovery; the mount checks it
 
 
 @dataclass

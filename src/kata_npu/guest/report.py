@@ -4,9 +4,7 @@ So every outcome goes to stderr (agent log), /dev/kmsg, syslog (/dev/log) when
 present, and a status file /run/kata-npu/<id>.json an operator or probe can read.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import time
 
 from ..fileio import atomic_write
@@ -17,19 +15,21 @@ TAG = "kata-npu-hook"
 
 def _kmsg(path: str, level: int, msg: str) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK)
+        fd = posix.open(path, posix.O_WRONLY | posix.O_APPEND | posix.O_CLOEXEC | posix.O_NONBLOCK)
     except OSError:
         return
     try:
-        os.write(fd, f"<{level}>{TAG}: {msg}\n".encode()[:1000])
+        posix.write(fd, f"<{level}>{TAG}: {msg}\n".encode()[:1000])
     except OSError:
         pass
     finally:
-        os.close(fd)
+        posix.close(fd)
 
 
 def _syslog(level: int, msg: str, dev_log: str = "/dev/log") -> None:
-    if not os.path.exists(dev_log):
+    try:
+        posix.stat(dev_log)
+    except OSError:
         return
     import _socket  # not ``socket``: that one imports enum
 
@@ -51,7 +51,7 @@ def write_status(run_dir: str, cid: str | None, payload: dict) -> None:
     """Atomically write run_dir/<cid>.json (or last-error.json when the id is unknown)."""
     try:
         name = f"{cid}.json" if cid else "last-error.json"
-        atomic_write(os.path.join(run_dir, name), jsonlite.dumps(payload) + "\n", 0o644, durable=False)
+        atomic_write(f"{run_dir}/{name}", jsonlite.dumps(payload) + "\n", 0o644, durable=False)
     except OSError:
         pass
 
@@ -60,7 +60,7 @@ def report(ok: bool, msg: str, *, kmsg: str, run_dir: str, cid: str | None, extr
     level = 6 if ok else 3
     line = msg if ok else f"error: {msg}"
     try:
-        os.write(2, f"{TAG}: {line}\n".encode())
+        posix.write(2, f"{TAG}: {line}\n".encode())
     except OSError:
         pass
     _kmsg(kmsg, level, line)

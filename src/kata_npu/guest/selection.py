@@ -1,11 +1,15 @@
 """Which chips a container gets: ASCEND_VISIBLE_DEVICES, PCIDEVICE_*, or all."""
 
-from __future__ import annotations
-
 from .discover import is_bdf
 from .model import Chip, Discovery, Edits, HookError
 
 MAX_INDEX = 4096
+PCI_PREFIX = "PCIDEVICE_"  # the device plugin's variables, one per resource
+
+
+def wants_pci(env: dict[str, str]) -> bool:
+    """Whether the container selects chips by PCI address: only then does discovery read each chip's BDF."""
+    return any(k.startswith(PCI_PREFIX) for k in env)
 
 
 def _num(text: str) -> int | None:
@@ -38,7 +42,7 @@ def pci_selection(env: dict[str, str]) -> list[str] | None:
     found: list[str] = []
     seen = False
     for key in sorted(env):
-        if not key.startswith("PCIDEVICE_"):
+        if not key.startswith(PCI_PREFIX):
             continue
         seen = True
         for item in env[key].split(","):

@@ -1,11 +1,11 @@
 """Read and validate the OCI state (stdin) and the bundle's config.json."""
 
-from __future__ import annotations
-
-import os
+import posix
+from _stat import S_ISDIR
 
 from .. import jsonlite
 from .model import Container, HookError
+from .model import normpath
 
 MAX_STATE = 64 * 1024
 MAX_CONFIG = 4 * 1024 * 1024
@@ -15,7 +15,7 @@ STATUSES = ("creating", "created")  # runc sends "creating", kata-agent "created
 def _read_bounded(fd: int, limit: int, what: str) -> bytes:
     chunks, total = [], 0
     while True:
-        b = os.read(fd, 65536)
+        b = posix.read(fd, 65536)
         if not b:
             break
         chunks.append(b)
@@ -49,15 +49,15 @@ def parse_state(raw: bytes) -> tuple[str, int, str, str]:
 
 def load_container(state_raw: bytes) -> Container:
     cid, pid, bundle, status = parse_state(state_raw)
-    path = os.path.join(bundle, "config.json")
+    path = f"{bundle.rstrip('/')}/config.json"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
     except OSError as e:
         raise HookError(f"cannot open bundle config {path}: {e.strerror}") from None
     try:
         raw = _read_bounded(fd, MAX_CONFIG, path)
     finally:
-        os.close(fd)
+        posix.close(fd)
     try:
         spec = jsonlite.loads(raw)
     except ValueError as e:
@@ -66,8 +66,12 @@ def load_container(state_raw: bytes) -> Container:
     rpath = root.get("path") if isinstance(root, dict) else None
     if not isinstance(rpath, str) or not rpath:
         raise HookError(f"{path}: root.path missing")
-    rootfs = os.path.normpath(os.path.join(bundle, rpath))
-    if not os.path.isdir(rootfs):
+    rootfs = normpath(rpath if rpath.startswith("/") else f"{bundle}/{rpath}")  # os.path.join's rule
+    try:
+        is_dir = S_ISDIR(posix.stat(rootfs).st_mode)
+    except OSError:
+        is_dir = False
+    if not is_dir:
         raise HookError(f"container rootfs {rootfs} is not a directory")
     env: dict[str, str] = {}
     proc = spec.get("process")
@@ -78,6 +82,8 @@ def load_container(state_raw: bytes) -> Container:
         if isinstance(item, str) and "=" in item:
             k, v = item.split("=", 1)
             env[k] = v
-    if not os.path.exists(f"/proc/{pid}"):
-        raise HookError(f"container pid {pid} is not running")
+    try:
+        posix.stat(f"/proc/{pid}")
+    except OSError:
+        raise HookError(f"container pid {pid} is not running") from None
     return Container(cid, pid, bundle, rootfs, env, status)
