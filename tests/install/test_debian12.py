@@ -59,17 +59,24 @@ def rootfs_tarball() -> Path:
     key = hashlib.sha256(json.dumps([SUITE, VARIANT, PACKAGES, MIRROR, datetime.date.today().isoformat()])
                          .encode()).hexdigest()[:16]
     tar = CACHE / f"{SUITE}-{VARIANT}-{key}.tar"
-    if tar.exists():
+    if tar.is_file():
         return tar
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = tar.with_suffix(f".tmp{os.getpid()}")
-    r = subprocess.run(["nice", "mmdebstrap", f"--variant={VARIANT}", "--include=" + ",".join(PACKAGES),
-                        SUITE, str(tmp), MIRROR], capture_output=True, text=True, timeout=1200)
+    # The temporary name ends in .tar and the format is explicit: mmdebstrap picks its output format
+    # from the name, and an unknown suffix (".tmpPID") made it write a directory that then sat under
+    # the .tar name, breaking every later run of the day.
+    tmp = CACHE / f"{SUITE}-{VARIANT}-{key}.tmp{os.getpid()}.tar"
+    r = subprocess.run(["nice", "mmdebstrap", "--format=tar", f"--variant={VARIANT}",
+                        "--include=" + ",".join(PACKAGES), SUITE, str(tmp), MIRROR],
+                       capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert tmp.is_file(), f"mmdebstrap wrote no tarball at {tmp}"
+    if tar.is_dir():  # left by the old naming
+        shutil.rmtree(tar)
     os.replace(tmp, tar)
-    for old in CACHE.glob(f"{SUITE}-{VARIANT}-*.tar"):  # keep one
+    for old in CACHE.glob(f"{SUITE}-{VARIANT}-*"):  # keep one
         if old != tar:
-            old.unlink()
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     return tar
 
 
