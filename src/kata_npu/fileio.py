@@ -24,10 +24,14 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, mode: int = 0o
     body = data.encode() if isinstance(data, str) else data
     tmp = os.path.join(parent, f".{os.path.basename(final)}.{os.getpid()}.tmp")
     try:
-        os.makedirs(parent, mode=dir_mode, exist_ok=True)
         if exclusive and os.path.lexists(final):
             raise FileExistsError(17, "exists", final)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            fd = os.open(tmp, flags, mode)
+        except FileNotFoundError:  # the directory made only when missing: the journal is written 7 times a bind
+            os.makedirs(parent, mode=dir_mode, exist_ok=True)
+            fd = os.open(tmp, flags, mode)
         try:
             os.fchmod(fd, mode)
             view = memoryview(body)

@@ -138,6 +138,8 @@ def block_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
         disks = os.listdir(paths.sys + "/block")
     except OSError:
         return out
+    if not disks:
+        return out
     prefix = _device_prefix(paths, f)
     mounted = swaps = None  # read once a disk of this function is found
     for disk in disks:
