@@ -169,8 +169,11 @@ class host_lock:
         paths, timeout = self.paths, self.timeout
         lock_path = paths.run_dir + "/lock"
         try:
-            os.makedirs(paths.run_dir, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # /run/kata-npu made only when missing (after a reboot)
+                os.makedirs(paths.run_dir, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise from_os_error(e, "open lock") from None
         try:
