@@ -60,13 +60,11 @@ class Ctx:
         return self._catalogue
 
     def binder(self, user_catalogue: bool = True, **kw) -> Binder:
-        """``user_catalogue=False`` for what gives devices back (unbind, recover, status): those
-        never read /etc/kata-npu/devices.d."""
+        """``user_catalogue=False`` for what gives devices back (unbind, recover) and the boot re-bind: those
+        never read /etc/kata-npu/devices.d (the binder loads the shipped table only if it plans a bind)."""
         from .host.binder import Binder
-        from .host.catalogue import load_catalogue
 
-        cat = self.catalogue if user_catalogue else load_catalogue(None)
-        return Binder(self.paths, self.kernel, cat, log=self.info, **kw)
+        return Binder(self.paths, self.kernel, self.catalogue if user_catalogue else None, log=self.info, **kw)
 
     def info(self, msg: str) -> None:
         if self.verbose:

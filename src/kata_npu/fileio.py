@@ -10,12 +10,14 @@ from _stat import S_ISDIR
 
 
 def atomic_write(path: "str | os.PathLike[str]", data: str | bytes, mode: int = 0o644, *,  # noqa: F821
-                 exclusive: bool = False, dir_mode: int = 0o755, durable: bool = True) -> str:
+                 exclusive: bool = False, dir_mode: int = 0o755, durable: bool = True, sync_dir: bool = True) -> str:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part.
 
     Temp file in the same directory (O_EXCL, ``mode`` from the start: never briefly
     world-writable, whatever the umask), fsync, rename, fsync of the directory.
-    ``exclusive`` refuses to replace an existing file. Errors are OSError naming ``path``
+    ``exclusive`` refuses to replace an existing file. ``sync_dir=False`` (with ``durable``) fsyncs the
+    file but not the directory: the rename is atomic but may not yet survive a power loss (the journal's
+    writes inside a transaction, host.journal). Errors are OSError naming ``path``
     (not the temp file), so the CLI's one line tells the user what could not be written.
     """
     final = posix.fspath(path)
@@ -48,7 +50,7 @@ def atomic_write(path: "str | os.PathLike[str]", data: str | bytes, mode: int = 
         except OSError:
             pass
         raise type(e)(e.errno, e.strerror or str(e), final) from None
-    if durable:
+    if durable and sync_dir:
         try:
             dfd = posix.open(parent, posix.O_RDONLY | posix.O_DIRECTORY | posix.O_CLOEXEC)
         except OSError:

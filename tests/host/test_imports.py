@@ -119,7 +119,9 @@ NOT_IMPORTED_BY = {
     "list": NO_STDLIB | BINDING | {"kata_npu.host.journal", "kata_npu.host.identity", "kata_npu.actions",
                                    "kata_npu.fileio"},
     "bind": NO_STDLIB | {"kata_npu.host.rebind", "kata_npu.host.listing", "kata_npu.host.uevent"},
-    "unbind": NO_STDLIB | {"kata_npu.host.rebind", "kata_npu.host.listing", "kata_npu.host.uevent"},
+    "unbind": NO_STDLIB | {"kata_npu.host.rebind", "kata_npu.host.listing", "kata_npu.host.uevent",
+                           "kata_npu.host.catalogue", "kata_npu.host.vfio"},  # by the journal: no device
+    # table, no VFIO driver to choose, load or wait for
 }
 
 
@@ -154,19 +156,33 @@ def test_hot_commands_import_no_logging_dataclasses_or_typing(fake_host, argv):
     assert not _banned(mods, NOT_ON_HOT_PATH | NO_STDLIB), (argv, _banned(mods, NOT_ON_HOT_PATH | NO_STDLIB))
 
 
-def test_a_real_bind_path_imports_no_socket_enums_and_no_dataclasses():
-    """What bind adds after the plan: the uevent waker (the C _socket module, not `socket`, whose enum
-    conversion cost 0.2 s under TCG) and the ctr line builder (records, not dataclasses)."""
-    code = ("import sys; from kata_npu.host import uevent; from kata_npu.kataconfig.runargs import ctr_run_line; "
-            "w = uevent.open_waker(); w and w.close(); "
-            "line = ctr_run_line(['/dev/vfio/7']); assert '/dev/vfio/7' in line; print(repr(sorted(sys.modules)))")
-    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+def _modules_after(code: str) -> set[str]:
+    """sys.modules of a fresh interpreter (-S, the package on PYTHONPATH) after running ``code``."""
+    r = subprocess.run([sys.executable, "-S", "-c", f"import sys; {code}; print(repr(sorted(sys.modules)))"],
+                       capture_output=True, text=True, timeout=60,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
     assert r.returncode == 0, r.stderr
-    mods = set(ast.literal_eval(r.stdout))
+    return set(ast.literal_eval(r.stdout))
+
+
+def test_a_real_bind_path_imports_no_socket_enums_and_no_dataclasses():
+    """What bind adds after the plan: the uevent waker (the C _socket module, not `socket`, whose enum
+    conversion cost 0.2 s under TCG) when /dev/vfio/N is not there yet, and the ctr line builder (records,
+    not dataclasses)."""
+    mods = _modules_after("from kata_npu.host import uevent; from kata_npu.kataconfig.runargs import ctr_run_line; "
+                          "w = uevent.open_waker(); w and w.close(); "
+                          "line = ctr_run_line(['/dev/vfio/7']); assert '/dev/vfio/7' in line")
     assert "kata_npu.host.uevent" in mods and "_socket" in mods
     assert not _banned(mods, NOT_ON_HOT_PATH | NO_STDLIB | {"socket", "shlex", "kata_npu.kataconfig.schema",
                                                             "kata_npu.guest"})
+
+
+def test_a_bind_whose_node_is_there_at_once_opens_no_uevent_socket(tmp_path):
+    """The waker (uevent, _socket) is imported and opened only when /dev/vfio/N is missing at a look:
+    after a bind it is usually there at the first one."""
+    mods = _modules_after("from kata_npu.host.vfio import wait_for_char_device; "
+                          "assert wait_for_char_device('/dev/vfio/7', 5, stable=0.01, use_udev=True, is_chr=lambda p: True)")
+    assert "kata_npu.host.vfio" in mods and not _banned(mods, {"kata_npu.host.uevent", "_socket", "socket"})
 
 
 def test_ctr_line_quotes_as_shlex():
@@ -188,6 +204,7 @@ def test_variant_module_reads_only_vfio_pci_lines(tmp_path):
             "alias vfio_pci:v000015B3d*sv*sd*bc*sc*i* other_vfio_pci")  # no final newline
     got = list(_lines_containing(text, "vfio_pci:"))
     assert got == [line for line in text.splitlines() if "vfio_pci:" in line] and len(got) == 3
+    assert list(_lines_containing(text.encode(), b"vfio_pci:")) == [x.encode() for x in got]  # what binds read
     for real in Path("/lib/modules").glob("*/modules.alias"):  # the installed kernels' tables (Debian's 6.1)
         text = real.read_text(errors="replace")
         assert list(_lines_containing(text, "vfio_pci:")) == [x for x in text.splitlines() if "vfio_pci:" in x]

@@ -110,3 +110,35 @@ def test_lock_timeout_is_clear(fake_host):
     finally:
         os.close(fd)
     assert fake_host.driver_of("0000:81:00.0") == "devdrv_device_driver"
+
+
+def test_every_journal_write_fsyncs_its_file_and_the_closing_one_the_directory(fk, monkeypatch):
+    """Journal before action, durably: each write fsyncs the new file before its rename; the directory is
+    fsync'd by the write that closes the transaction (what makes the finished run survive a power loss),
+    not by the writes inside it, which recovery handles whichever of them survives."""
+    import stat
+
+    shared_group(fk)
+    state = str(fk.root / "var/lib/kata-npu/state.json")
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real_fsync(fd)
+
+    def replace(src, dst, *a, **kw):
+        if os.fspath(dst) == state:
+            events.append("rename")
+        return real_replace(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    for args in (["bind", A], ["unbind", A]):
+        events.clear()
+        rc, out, err = cli(fk, *args)
+        assert rc == 0, err
+        writes = events.count("rename")
+        assert writes >= 3 and events[:2] == ["file", "rename"]  # the records are on disk before any write
+        assert events == ["file", "rename"] * (writes - 1) + ["file", "rename", "dir"], (args, events)
+        assert journal(fk)["transaction"] is None

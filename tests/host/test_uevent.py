@@ -62,3 +62,25 @@ def test_wait_for_char_device_with_the_waker_sees_the_node_and_closes_its_socket
     assert calls[0] == node and _open_fds() == before
     assert not wait_for_char_device(node, timeout=0.2, stable=0.05, use_udev=True, is_chr=lambda p: False)
     assert _open_fds() == before
+
+
+def test_the_stability_window_is_looked_at_every_50ms_and_ends_at_its_end(monkeypatch):
+    """A node present at the first look: four looks 50 ms apart, the window exactly ``stable`` long
+    (a clock the test drives: no timing), and no uevent socket opened for a node that never went away."""
+    import kata_npu.host.vfio as vfio
+
+    clock = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(s):
+        sleeps.append(s)
+        clock[0] += s + 0.003  # each look costs a little, as under emulation
+
+    monkeypatch.setattr(vfio.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(vfio.time, "sleep", sleep)
+    opened = []
+    monkeypatch.setattr("kata_npu.host.uevent.open_waker", lambda: opened.append(1))
+    assert vfio.wait_for_char_device("/dev/vfio/7", timeout=5, stable=0.2, use_udev=True, is_chr=lambda p: True)
+    assert all(s <= 0.05 for s in sleeps) and abs(sum(sleeps) + 0.003 * len(sleeps) - 0.2) < 0.06
+    assert len(sleeps) == 4 and abs(sleeps[-1] - 0.041) < 1e-9  # the last sleep ends the window, no overshoot
+    assert not opened

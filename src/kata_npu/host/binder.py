@@ -26,6 +26,8 @@ TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings
 if TYPE_CHECKING:
     from typing import Callable
 
+    from .catalogue import Catalogue
+
 from ..errors import (
     BindFailedError,
     KataNpuError,
@@ -34,7 +36,6 @@ from ..errors import (
 )
 from . import sysfs
 from .address import PciAddress
-from .catalogue import Catalogue
 from .identity import read_identity
 from .journal import FunctionRecord, Journal, State, Transaction, host_lock
 from .kernel import DeadlineExceeded, Kernel, run_with_deadline
@@ -42,7 +43,6 @@ from .model import IommuGroup
 from .paths import HostPaths, vfio_cdev
 from .plan import Plan, plan_bind, plan_unbind
 from .usage import group_in_use, host_usage
-from .vfio import VfioDriver, choose_driver, ensure_loaded, wait_for_char_device
 from .workers import effective_jobs, make_lock, run_each
 
 CRASH_ENV = "KATA_NPU_TEST_CRASH_AT"  # test-only: "<phase>:<n>" SIGKILLs us there
@@ -118,7 +118,7 @@ class Outcome:
 class Binder:
     paths: HostPaths
     kernel: Kernel
-    catalogue: Catalogue
+    catalogue: Catalogue | None  # None: the shipped table, loaded when a bind is planned (_table)
     unbind_timeout: float = 10.0
     probe_timeout: float = 30.0
     node_timeout: float = 10.0
@@ -152,8 +152,8 @@ class Binder:
             if self._written >= mine:
                 return
             with self._mu:
-                text, upto = self.journal.dump(state), self._changes
-            self.journal.write(text)
+                text, upto, open_tx = self.journal.dump(state), self._changes, state.transaction is not None
+            self.journal.write(text, in_transaction=open_tx)
             self._written = upto
 
     # ---------------------------------------------------------------- snapshot & plan
@@ -170,14 +170,26 @@ class Binder:
         return [(sysfs.read_group(self.paths, n), req) for n, req in sorted(by_group.items())]
 
     def plan_bind(self, addresses: list[PciAddress], force: bool = False) -> Plan:
+        from .vfio import choose_driver  # binding only: unbind and recover never pick a VFIO driver
+
         groups = self._groups_for(addresses)
-        findings = {g.number: [x for m in g.members for x in host_usage(self.paths, m, self.catalogue)] for g, _ in groups}
+        cat = self._table()
+        findings = {g.number: [x for m in g.members for x in host_usage(self.paths, m, cat)] for g, _ in groups}
         targets: dict[PciAddress, tuple[str, str]] = {}
         for g, _ in groups:
             for m in g.endpoints:
                 d = choose_driver(self.paths, m.address)
                 targets[m.address] = (d.module, d.driver)
         return plan_bind(groups, findings, targets, force, self._holders(groups))
+
+    def _table(self) -> Catalogue:
+        """The catalogue a bind plan reads (a driver's device nodes, for the host usage checks). Given
+        None, the shipped table, loaded here: unbind and recover never import or parse it."""
+        if self.catalogue is None:
+            from .catalogue import load_catalogue
+
+            self.catalogue = load_catalogue(None)
+        return self.catalogue
 
     def plan_unbind(self, addresses: list[PciAddress]) -> Plan:
         state = self.journal.load()
@@ -431,13 +443,14 @@ class Binder:
         return gone
 
     # ---------------------------------------------------------------- apply
-    def _group_result(self, number: int) -> GroupResult:
-        g = sysfs.read_group(self.paths, number)
+    def _group_result(self, number: int, state: State, g: IommuGroup | None = None) -> GroupResult:
+        """What --json and the printed lines show for a bound group: ``g`` as _finish_group just read and
+        checked it (read again only when not given), ``state`` the journal as this run last wrote it."""
+        g = sysfs.read_group(self.paths, number) if g is None else g
         node = sysfs.vfio_group_node(self.paths, number)
         # sysfs has vfio-dev/vfioX since 6.1, the /dev/vfio/devices cdev only with VFIO_DEVICE_CDEV (6.6+)
         iommufd = [vfio_cdev(m.vfio_dev) for m in g.endpoints
                    if m.vfio_dev and self.kernel.is_char_device(self.paths.vfio_cdev_node(m.vfio_dev))]
-        state = self.journal.load()
         fns = [function_view(str(m.address), m.driver, state.devices.get(str(m.address))) for m in g.endpoints]
         on = g.all_endpoints_on_vfio and os.path.exists(node)
         return GroupResult(number, self.paths.strip(node) if on else None, iommufd if on else [], fns)
@@ -466,6 +479,8 @@ class Binder:
         modules: dict[str, str] = {}
         for s in plan.changes:
             modules.setdefault(s.target_module or "vfio_pci", s.target_driver or "vfio-pci")
+        from .vfio import VfioDriver, ensure_loaded
+
         loaded = {m: ensure_loaded(self.paths, self.kernel, VfioDriver(m, d)).driver for m, d in modules.items()}
         fns = []
         for s in plan.changes:
@@ -482,10 +497,12 @@ class Binder:
                                           _module_of(self.paths, s.current_driver), target, s.requested,
                                           identity=read_identity(self._dev(addr))))
         if not fns:
-            failed = self._each_group(list(plan.groups), lambda g: self._finish_only(g.group))
+            checked: dict[int, IommuGroup] = {}
+            failed = self._each_group(list(plan.groups), lambda g: self._finish_only(g.group, checked))
             out.failed = [f for f in failed if f]
             out.skipped = [f.line() for f in out.failed]
-            out.groups = [self._group_result(g.group) for g in plan.groups if g.group not in {f.group for f in out.failed}]
+            out.groups = [self._group_result(g.group, state, checked.get(g.group))
+                          for g in plan.groups if g.group not in {f.group for f in out.failed}]
             return out
         tx = self.journal.new_transaction("bind", fns)
         state.transaction = tx
@@ -493,7 +510,8 @@ class Binder:
         self._crash_point("recorded", 0)
         by_addr = {tf.address: (i, tf) for i, tf in enumerate(fns)}
         units = [(g, [by_addr[str(s.address)] for s in g.changes]) for g in plan.groups]
-        results = self._each_group(units, lambda u: self._bind_group(u[0].group, u[1], state))
+        checked: dict[int, IommuGroup] = {}  # group -> as _finish_group read it (each thread its own key)
+        results = self._each_group(units, lambda u: self._bind_group(u[0].group, u[1], state, checked))
         with self._mu:
             state.transaction = None
         self._save(state)
@@ -502,10 +520,12 @@ class Binder:
         failed = {f.group for f in out.failed}
         out.stuck = [r for f in out.failed for r in f.stuck]
         out.changed = sum(len(u[1]) for u in units if u[0].group not in failed)
-        out.groups = [self._group_result(g.group) for g in plan.groups if g.group not in failed]
+        out.groups = [self._group_result(g.group, state, checked.get(g.group)) for g in plan.groups
+                      if g.group not in failed]
         return out
 
-    def _bind_group(self, number: int, members: list[tuple[int, FunctionRecord]], state: State) -> GroupFailure | None:
+    def _bind_group(self, number: int, members: list[tuple[int, FunctionRecord]], state: State,
+                    checked: dict[int, IommuGroup]) -> GroupFailure | None:
         """One group: bind its functions in order, check the group; on failure give back this group only.
 
         On success its functions leave the transaction as bound records; on failure they leave it
@@ -516,7 +536,7 @@ class Binder:
             for i, tf in members:
                 self.log(f"{tf.address}: {tf.original_driver or 'no driver'} -> {tf.vfio_driver}")
                 self._bind_one(tf, state, i)
-            self._finish_group(number)
+            checked[number] = self._finish_group(number)
         except (StepError, KataNpuError) as e:
             self.log(f"IOMMU group {number}: {e}; giving its {len(tfs)} function(s) back")
             stuck = self._give_back(list(reversed(tfs)), state, keep_records=True)
@@ -544,15 +564,18 @@ class Binder:
                 state.transaction.functions = [f for f in state.transaction.functions if id(f) not in gone]
         self._save(state)
 
-    def _finish_only(self, number: int) -> GroupFailure | None:
+    def _finish_only(self, number: int, checked: dict[int, IommuGroup]) -> GroupFailure | None:
         """A group with nothing to move: only the /dev/vfio/N and viability checks."""
         try:
-            self._finish_group(number)
+            checked[number] = self._finish_group(number)
         except (StepError, KataNpuError) as e:
             return GroupFailure(number, [], BindFailedError(f"bind failed: {e}; nothing was changed"))
         return None
 
-    def _finish_group(self, number: int) -> None:
+    def _finish_group(self, number: int) -> IommuGroup:
+        """Wait for a stable /dev/vfio/N, then check the group as the kernel has it now; returns what it read."""
+        from .vfio import wait_for_char_device
+
         node = sysfs.vfio_group_node(self.paths, number)
         if not wait_for_char_device(node, self.node_timeout, use_udev=self.paths.is_real,
                                     is_chr=self.kernel.is_char_device):
@@ -564,6 +587,7 @@ class Binder:
         if not g.all_endpoints_on_vfio:
             left = [str(m.address) for m in g.endpoints if not m.on_vfio]
             raise StepError(f"IOMMU group {number}: {', '.join(left)} not on a VFIO driver")
+        return g
 
     def unbind(self, plan: Plan, to_default: bool = False, raise_stuck: bool = True) -> Outcome:
         """Give the plan's functions back, groups concurrently; ``to_default`` ignores the records: clear the

@@ -3,7 +3,8 @@
 The journal records each function's original driver *before* it is
 touched, and the progress of the running transaction, so a run after a
 crash can finish or undo it. Writes are atomic: temp file, fsync, rename,
-fsync of the directory.
+and fsync of the directory for every write but those made while a
+transaction is open (Journal.write).
 """
 
 from __future__ import annotations
@@ -134,11 +135,18 @@ class Journal:
         what ``json.dumps(doc, indent=2, sort_keys=True)`` writes, so any JSON reader (older kata-npu too) reads it."""
         return jsonlite.dumps(state.to_json(), indent=2, sort_keys=True) + "\n"
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, in_transaction: bool = False) -> None:
+        """Replace the journal with ``text``; its file is always fsync'd before the rename, so the name
+        holds a complete journal, old or new. ``in_transaction``: ``text`` has a transaction open, and the
+        directory is not fsync'd. A power loss resets every binding the transaction made, and every
+        snapshot of a running transaction is one that recovery finishes or undoes (as after a kill -9 at
+        that point), so its rename need not be durable yet; the write that closes the transaction (or
+        any write with none open) fsyncs the directory, which makes it, and the renames before it, durable
+        before the command returns."""
         from ..fileio import atomic_write  # reading commands (status) never write
 
         try:
-            atomic_write(self.path, text, 0o600)
+            atomic_write(self.path, text, 0o600, sync_dir=not in_transaction)
         except OSError as e:
             raise JournalError(f"cannot write journal {self.paths.strip(self.path)}: {e.strerror}") from None
 
@@ -161,8 +169,11 @@ class host_lock:
         paths, timeout = self.paths, self.timeout
         lock_path = paths.run_dir + "/lock"
         try:
-            os.makedirs(paths.run_dir, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # /run/kata-npu made only when missing (after a reboot)
+                os.makedirs(paths.run_dir, exist_ok=True)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise from_os_error(e, "open lock") from None
         try:

@@ -13,7 +13,7 @@ TYPE_CHECKING = False  # typing costs a start-up import; annotations are strings
 if TYPE_CHECKING:
     from typing import Iterable
 
-from .catalogue import Catalogue
+    from .catalogue import Catalogue
 from .model import PciFunction
 from .paths import HostPaths, vfio_cdev, vfio_group_dev
 from .sysfs import _read
@@ -107,10 +107,14 @@ def _glob_one(tok, ch: str) -> bool:
     return hit != neg
 
 
-def _owned(paths: HostPaths, f: PciFunction, class_link: str) -> bool:
-    """Does a class device (net, block) sit below this function in /sys/devices?"""
-    devdir = os.path.realpath(f"{paths.pci_devices}/{f.address}")
-    return os.path.realpath(class_link).startswith(devdir + os.sep)
+def _device_prefix(paths: HostPaths, f: PciFunction) -> str:
+    """The function's directory in /sys/devices with a trailing separator (resolved once per check)."""
+    return os.path.realpath(f"{paths.pci_devices}/{f.address}") + os.sep
+
+
+def _owned(prefix: str, class_link: str) -> bool:
+    """Does a class device (net, block) sit below this function (``_device_prefix``) in /sys/devices?"""
+    return os.path.realpath(class_link).startswith(prefix)
 
 
 def _mounted_devnums(paths: HostPaths) -> set[str]:
@@ -134,12 +138,16 @@ def block_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
         disks = os.listdir(paths.sys + "/block")
     except OSError:
         return out
-    mounted = _mounted_devnums(paths)
-    swaps = _swap_names(paths)
+    if not disks:
+        return out
+    prefix = _device_prefix(paths, f)
+    mounted = swaps = None  # read once a disk of this function is found
     for disk in disks:
         link = f"{paths.sys}/block/{disk}"
-        if not _owned(paths, f, link):
+        if not _owned(prefix, link):
             continue
+        if mounted is None:
+            mounted, swaps = _mounted_devnums(paths), _swap_names(paths)
         real = os.path.realpath(link)
         parts = [(disk, real)] + [(n, f"{real}/{n}") for n in os.listdir(real)
                                   if n.startswith(disk) and os.path.exists(f"{real}/{n}/dev")]
@@ -199,15 +207,18 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
         ifnames = os.listdir(paths.sys + "/class/net")
     except OSError:
         return out
-    routes = _read(paths.proc + "/net/route") or ""
-    route_ifs = {l.split()[0] for l in routes.splitlines()[1:] if l.split()}
-    inet6 = _read(paths.proc + "/net/if_inet6") or ""
+    tables: list[tuple[set[str], str]] = []  # (interfaces with routes, if_inet6), read at the first up one
 
     def in_use(ifname: str) -> str | None:
         """What an up interface carries (addresses, routes), or None when down or unused."""
         flags = int(_read(f"{paths.sys}/class/net/{ifname}/flags") or "0", 16)
         if not flags & 0x1:  # IFF_UP
             return None
+        if not tables:
+            routes = _read(paths.proc + "/net/route") or ""
+            tables.append(({l.split()[0] for l in routes.splitlines()[1:] if l.split()},
+                           _read(paths.proc + "/net/if_inet6") or ""))
+        route_ifs, inet6 = tables[0]
         addrs = []
         for line in inet6.splitlines():
             p = line.split()
@@ -220,9 +231,10 @@ def net_findings(paths: HostPaths, f: PciFunction) -> list[Finding]:
             return ", ".join(addrs) if addrs else "routes"
         return None
 
+    prefix = _device_prefix(paths, f)
     for ifname in ifnames:
         link = f"{paths.sys}/class/net/{ifname}"
-        if not _owned(paths, f, link):
+        if not _owned(prefix, link):
             continue
         what = in_use(ifname)
         if what:

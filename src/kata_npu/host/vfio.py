@@ -29,12 +29,16 @@ class VfioDriver:
 def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
     """The most specific ``vfio_pci:`` alias in modules.alias matching the function's modalias."""
     modalias = _read(f"{paths.pci_devices}/{addr}/modalias")
-    text = _read(paths.modules_dir() + "/modules.alias")
-    if not modalias or not text:
+    if not modalias:
+        return None
+    try:  # bytes, read at once: ~1.3 MB, which decoding and stripping as text would copy twice more
+        with open(paths.modules_dir() + "/modules.alias", "rb") as f:
+            text = f.read()
+    except OSError:
         return None
     best: tuple[int, str] | None = None
-    for line in _lines_containing(text, "vfio_pci:"):  # a few of modules.alias's ~30k lines
-        parts = line.split()
+    for raw in _lines_containing(text, b"vfio_pci:"):  # a few of modules.alias's ~30k lines
+        parts = raw.decode("ascii", "replace").split()
         if len(parts) != 3 or parts[0] != "alias" or not parts[1].startswith("vfio_pci:"):
             continue
         pattern = "pci:" + parts[1][len("vfio_pci:"):]
@@ -47,13 +51,15 @@ def variant_module(paths: HostPaths, addr: PciAddress) -> str | None:
     return best[1] if best else None
 
 
-def _lines_containing(text: str, needle: str):
-    """The lines of ``text`` that contain ``needle``, found with str.find (C speed) rather than a
-    Python loop over every line: modules.alias is ~1 MB, and that loop cost 0.26 s per bind under TCG."""
+def _lines_containing(text, needle):
+    """The lines of ``text`` (str or bytes, as ``needle``) that contain ``needle``, found with find (C
+    speed) rather than a Python loop over every line: modules.alias is ~1 MB, and that loop cost 0.26 s
+    per bind under TCG."""
+    nl = b"\n" if isinstance(needle, bytes) else "\n"
     i = text.find(needle)
     while i != -1:
-        start = text.rfind("\n", 0, i) + 1
-        end = text.find("\n", i)
+        start = text.rfind(nl, 0, i) + 1
+        end = text.find(nl, i)
         if end == -1:
             end = len(text)
         yield text[start:end]
@@ -99,14 +105,15 @@ def wait_for_char_device(path: str, timeout: float = 10.0, stable: float = 0.2, 
     """True once ``path`` is a character device and has stayed one for ``stable`` seconds.
 
     udev may remove and recreate the node while applying rules, so one
-    sighting is not enough. A netlink uevent socket (host.uevent; on a real
-    host) wakes us on the kernel's or udevd's event; otherwise we poll.
+    sighting is not enough: it is looked at every 50 ms until ``stable``
+    has passed since it was first seen, and the last sleep ends at the
+    window's end, not after it. While the node is missing, a netlink
+    uevent socket (host.uevent; on a real host) wakes us on the kernel's
+    or udevd's event; otherwise we poll. The socket is opened the first
+    time the node is missing: after a bind the node is usually there at
+    the first look, and that bind then neither imports nor opens it.
     """
     monitor = None
-    if use_udev:
-        from .uevent import open_waker
-
-        monitor = open_waker()
     try:
         deadline = time.monotonic() + timeout
         seen_since: float | None = None
@@ -120,11 +127,17 @@ def wait_for_char_device(path: str, timeout: float = 10.0, stable: float = 0.2, 
                 seen_since = None
             if now >= deadline:
                 return False
-            wait = 0.02 if seen_since is None else min(0.05, stable)
-            if monitor is not None and seen_since is None:
-                monitor.wait(wait)
+            if seen_since is not None:
+                time.sleep(min(0.05, stable - (now - seen_since)))
+                continue
+            if use_udev and monitor is None:
+                from .uevent import open_waker
+
+                monitor = open_waker() or False  # False: no netlink here, poll
+            if monitor:
+                monitor.wait(0.02)
             else:
-                time.sleep(wait)
+                time.sleep(0.02)
     finally:
-        if monitor is not None:
+        if monitor:
             monitor.close()
