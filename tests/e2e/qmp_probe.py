@@ -15,10 +15,26 @@ import tempfile
 import time
 
 
-def qmp(sock_path: str, commands: list[dict], timeout: float = 60) -> list[dict]:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(sock_path)
+def connect(sock_path: str, timeout: float, p: subprocess.Popen | None = None) -> socket.socket:
+    """QEMU creates the socket file at bind() and accepts only after listen(): a connect in between
+    is refused, so retry that (TCG under load widens the gap) while QEMU (``p``, when ours) lives, up to
+    the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(timeout)
+        try:
+            s.connect(sock_path)
+            return s
+        except ConnectionRefusedError:
+            s.close()
+            if (p is not None and p.poll() is not None) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def qmp(sock_path: str, commands: list[dict], timeout: float = 60, p: subprocess.Popen | None = None) -> list[dict]:
+    s = connect(sock_path, timeout, p)
     f = s.makefile("rw")
     json.loads(f.readline())  # greeting
     out = []
@@ -56,7 +72,7 @@ def main() -> int:
     try:
         r = qmp(sock, [{"execute": "qmp_capabilities"},
                        {"execute": "human-monitor-command", "arguments": {"command-line": "info pci"}},
-                       {"execute": "quit"}])
+                       {"execute": "quit"}], p=p)
     except (OSError, ValueError) as e:
         p.kill()
         print(json.dumps({"ok": False, "info_pci": "", "error": f"QMP failed: {e}; {p.stdout.read()}"}))
