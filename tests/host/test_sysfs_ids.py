@@ -51,7 +51,7 @@ def _modalias_class_is_the_class_file(paths: HostPaths) -> int:
     """Every function's class from modalias equals its class file; returns how many were compared."""
     names = sysfs.list_address_names(paths)
     for name in names:
-        d = f"{paths.pci_devices_str}/{name}"
+        d = f"{paths.pci_devices}/{name}"
         mod = sysfs.read_modalias(d)
         assert mod is not None, name  # modalias was there and parsed
         assert mod[4] == sysfs._int(d + "/class"), name

@@ -63,7 +63,7 @@ def list_rows(paths: HostPaths, catalogue: Catalogue, all_functions: bool = Fals
     (doctor, bind's --all/--model selection) keep the default."""
     rows = []
     vendors = catalogue.vendors
-    base = paths.pci_devices_str
+    base = paths.pci_devices
     for parts, name in sysfs.address_entries(paths):
         if not all_functions and sysfs._int(f"{base}/{name}/vendor") not in vendors:
             continue  # one read rejects most functions: they are not accelerators

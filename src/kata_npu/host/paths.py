@@ -83,8 +83,6 @@ class HostPaths:
     def pci_devices(self) -> str:
         return self._base + "/sys/bus/pci/devices"
 
-    pci_devices_str = pci_devices  # the name listing/sysfs used while HostPaths returned Path
-
     @property
     def pci_drivers(self) -> str:
         return self._base + "/sys/bus/pci/drivers"
@@ -136,5 +134,3 @@ class HostPaths:
         if p.startswith(base + "/"):
             return p[len(base):]
         return "/" if p == base else p
-
-    strip_str = strip  # the name listing/sysfs used while strip() took a Path

@@ -67,7 +67,7 @@ def address_entries(paths: HostPaths) -> list[tuple[tuple[int, int, int, int], s
     """((domain, bus, slot, function), kernel name) of every function, in address order: each
     name is split once, and PciAddress(*parts) is built only for the ones a caller keeps."""
     try:
-        names = os.listdir(paths.pci_devices_str)
+        names = os.listdir(paths.pci_devices)
     except FileNotFoundError:
         return []
     entries = [(parts, n) for n in names if (parts := split(n)) is not None]
@@ -96,13 +96,8 @@ def require(paths: HostPaths, addr: PciAddress) -> str:
     return d
 
 
-def _device_str(paths: HostPaths, addr: PciAddress) -> str:
-    """String form of the device directory: pathlib costs more than the reads on a big host."""
-    return f"{paths.pci_devices_str}/{addr}"
-
-
 def read_ids(paths: HostPaths, addr: PciAddress) -> PciIds:
-    d = _device_str(paths, addr)
+    d = device_dir(paths, addr)
     return PciIds(addr, *_ids(d, read_modalias(d)))
 
 
@@ -172,7 +167,7 @@ def read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None = None,
     driver (the only ones the kernel gives a vfio-dev entry). Every other caller needs the whole
     record.
     """
-    d = _device_str(paths, addr)
+    d = device_dir(paths, addr)
     try:  # every read relative to the directory: shorter lookups, and all from the same device
         at = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -241,7 +236,7 @@ def _read_function(paths: HostPaths, addr: PciAddress, ids: PciIds | None, full:
         read_bars(".", at),  # bars
         vfio_devs[0] if vfio_devs else None,  # vfio_dev
         tuple(reset.split()) if reset else (),  # reset_methods
-        paths.strip_str(_resolve_device_link(d)) if full else "",  # sysfs_path
+        paths.strip(_resolve_device_link(d)) if full else "",  # sysfs_path
     )
 
 
